@@ -16,7 +16,16 @@ from functools import lru_cache
 
 from hw.cost import Cost
 from hw.errors import HardwareError
-from hw.ops import ACT_BYTES, STAT_BYTES, ComputeOp, DecodeAttention, Gemm, LseMerge, SharedAttention
+from hw.ops import (
+    ACT_BYTES,
+    STAT_BYTES,
+    ComputeOp,
+    DecodeAttention,
+    Gemm,
+    GroupedSharedAttention,
+    LseMerge,
+    SharedAttention,
+)
 from hw.specs import ChipSpec, dtype_bytes
 
 STREAM_TILE_BYTES = 32 * 1024  # bytes one block moves in an elementwise/reduction phase
@@ -156,37 +165,50 @@ def _gemm_phases(op: Gemm, chip: ChipSpec) -> list[Phase]:
 
 
 def _attention_phases(
-    op: DecodeAttention | SharedAttention, chip: ChipSpec
+    op: DecodeAttention | SharedAttention | GroupedSharedAttention, chip: ChipSpec
 ) -> list[Phase]:
-    """Flash-attention tiling: (KV head, row tile, KV split) blocks, then a split combine."""
-    kvb = dtype_bytes(op.dtype)
+    """Flash-attention tiling: (KV stream, row tile, KV split) blocks, then a split combine.
+
+    A *stream* is one KV head's keys and values that a set of query rows attends to: one
+    request's private KV (decode), the one shared KV (shared), or one routed chunk
+    (grouped). Row tiles of one stream read its KV once through L2.
+    """
     d = op.head_dim
-    shared = isinstance(op, SharedAttention)
-    # rows of queries that read the same KV: one request's group, or the whole batch's
-    rows_total = op.batch * op.group if shared else op.group
-    streams = op.kv_heads if shared else op.batch * op.kv_heads  # distinct KV streams
-    row_tiles = math.ceil(rows_total / chip.attn_tile_m)
-    rows = rows_total / row_tiles
-    chunks = 1
-    if shared and op.chunk_tokens:
-        chunks = math.ceil(op.kv_tokens / op.chunk_tokens)  # blocks never straddle a chunk
-    blocks_per_chunk = max(1, math.ceil(op.kv_tokens / chunks / chip.attn_block_n))
-    split = chunks * choose_splits(streams * row_tiles * chunks, blocks_per_chunk, chip.sm_count)
-    tokens = op.kv_tokens / split
-    units = streams * row_tiles * split
-    kv_bytes = tokens * d * 2 * kvb
-    reuse = min(row_tiles, chip.sm_count)  # row tiles of one KV block share it through L2
-    out_bytes = rows * (d * (STAT_BYTES if split > 1 else ACT_BYTES) + STAT_BYTES)
-    tile = TileClass(
-        count=units,
-        mma_flops=4.0 * _pad(rows, chip.mma_min_m) * tokens * d,
-        exp_ops=rows * tokens,
-        hbm_bytes=kv_bytes / reuse + rows * d * ACT_BYTES + out_bytes,
-    )
-    phases = [Phase("attention", (tile,))]
-    if split > 1:
+    g = op.group
+    if isinstance(op, DecodeAttention):
+        groups = [(g, op.batch * op.kv_heads, op.kv_tokens)]  # (rows, streams, tokens)
         requests = op.batch
-        partial_rows = streams * row_tiles * split * rows
+    elif isinstance(op, SharedAttention):
+        groups = [(op.batch * g, op.kv_heads, op.kv_tokens)]
+        requests = op.batch
+    else:
+        groups = [(b * g, n * op.kv_heads, op.chunk_tokens) for b, n in op.chunk_batches]
+        requests = op.requests
+    shapes = []
+    blocks = 0
+    for rows_total, streams, tokens in groups:
+        row_tiles = math.ceil(rows_total / chip.attn_tile_m)
+        shapes.append((rows_total / row_tiles, row_tiles, streams, tokens))
+        blocks += streams * row_tiles
+    max_tokens = max(t for *_, t in shapes)
+    split = choose_splits(blocks, math.ceil(max_tokens / chip.attn_block_n), chip.sm_count)
+    kvb = dtype_bytes(op.dtype)
+    out_b = STAT_BYTES if split > 1 else ACT_BYTES
+    tiles = []
+    partial_rows = 0.0
+    for rows, row_tiles, streams, tokens in shapes:
+        per_split = tokens / split
+        reuse = min(row_tiles, chip.sm_count)
+        tiles.append(TileClass(
+            count=streams * row_tiles * split,
+            mma_flops=4.0 * _pad(rows, chip.mma_min_m) * per_split * d,
+            exp_ops=rows * per_split,
+            hbm_bytes=per_split * d * 2 * kvb / reuse + rows * d * ACT_BYTES
+            + rows * (d * out_b + STAT_BYTES),
+        ))
+        partial_rows += streams * row_tiles * split * rows
+    phases = [Phase("attention", tuple(tiles))]
+    if split > 1 or isinstance(op, GroupedSharedAttention):
         combine = partial_rows * (d + 1) * STAT_BYTES + requests * op.q_heads * (
             d * ACT_BYTES + STAT_BYTES
         )
@@ -201,7 +223,7 @@ def _merge_phases(op: LseMerge, chip: ChipSpec) -> list[Phase]:
 def _phases(op: ComputeOp, chip: ChipSpec) -> tuple[list[Phase], str]:
     if isinstance(op, Gemm):
         return _gemm_phases(op, chip), op.dtype
-    if isinstance(op, (DecodeAttention, SharedAttention)):
+    if isinstance(op, (DecodeAttention, SharedAttention, GroupedSharedAttention)):
         return _attention_phases(op, chip), op.dtype
     if isinstance(op, LseMerge):
         return _merge_phases(op, chip), "bf16"

@@ -102,21 +102,17 @@ class DecodeAttention(_AttentionShape):
 class SharedAttention(_AttentionShape):
     """``batch`` requests' queries attending to ONE shared KV of ``kv_tokens`` (read once).
 
-    With ``chunk_tokens`` set the KV is routed in chunks and each thread block stays inside
-    one chunk; the op returns partial outputs and log-sum-exp per request and head.
+    Returns partial outputs and log-sum-exp per request and head, for the merge.
     """
 
     batch: int = 1
     kv_tokens: int = 1
-    chunk_tokens: int | None = None
 
     kind = "shared-attention"
 
     def __post_init__(self) -> None:
         _positive_int("shared-attention", "batch", self.batch)
         _positive_int("shared-attention", "kv_tokens", self.kv_tokens)
-        if self.chunk_tokens is not None:
-            _positive_int("shared-attention", "chunk_tokens", self.chunk_tokens)
         self._check_heads("shared-attention")
 
     @property
@@ -127,6 +123,56 @@ class SharedAttention(_AttentionShape):
     def min_bytes(self) -> float:
         kv = self.kv_tokens * self.kv_bytes_per_token
         io = self.batch * self.q_heads * (2 * self.head_dim * ACT_BYTES + STAT_BYTES)
+        return kv + io
+
+
+@dataclass(frozen=True)
+class GroupedSharedAttention(_AttentionShape):
+    """One launch over many routed chunks of a shared KV, MoE-style (grouped GEMM).
+
+    ``chunk_batches`` is a histogram: pairs (queries, chunks) meaning ``chunks`` chunks of
+    ``chunk_tokens`` tokens were each selected by ``queries`` requests. Each chunk is read
+    once for all its queries. ``requests`` is how many distinct requests own those queries
+    (each gets one merged partial back).
+    """
+
+    chunk_batches: tuple[tuple[int, int], ...] = ()
+    chunk_tokens: int = 1
+    requests: int = 1
+
+    kind = "grouped-shared-attention"
+
+    def __post_init__(self) -> None:
+        name = "grouped-shared-attention"
+        _positive_int(name, "chunk_tokens", self.chunk_tokens)
+        _positive_int(name, "requests", self.requests)
+        if not self.chunk_batches:
+            raise HardwareError(f"{name}: chunk_batches: expected at least one (queries, chunks)")
+        for pair in self.chunk_batches:
+            if len(pair) != 2:
+                raise HardwareError(f"{name}: chunk_batches: expected (queries, chunks) pairs")
+            _positive_int(name, "chunk_batches queries", pair[0])
+            _positive_int(name, "chunk_batches chunks", pair[1])
+        self._check_heads(name)
+
+    @property
+    def chunks(self) -> int:
+        return sum(n for _, n in self.chunk_batches)
+
+    @property
+    def query_chunk_pairs(self) -> int:
+        return sum(b * n for b, n in self.chunk_batches)
+
+    @property
+    def flops(self) -> float:
+        return 4.0 * self.query_chunk_pairs * self.group * self.kv_heads * self.chunk_tokens * (
+            self.head_dim
+        )
+
+    @property
+    def min_bytes(self) -> float:
+        kv = self.chunks * self.chunk_tokens * self.kv_bytes_per_token
+        io = self.requests * self.q_heads * (2 * self.head_dim * ACT_BYTES + STAT_BYTES)
         return kv + io
 
 
@@ -178,5 +224,5 @@ class Transfer:
         return float(self.nbytes)
 
 
-ComputeOp = Gemm | DecodeAttention | SharedAttention | LseMerge
+ComputeOp = Gemm | DecodeAttention | SharedAttention | GroupedSharedAttention | LseMerge
 Op = ComputeOp | Transfer
