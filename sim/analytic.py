@@ -108,14 +108,14 @@ def baseline_state_bytes(sc: Scenario, system: str, batch: int) -> float:
     return weights + sc.shared_tokens * kvb + batch * sc.unique_tokens * kvb
 
 
-def baseline_tp(sc: Scenario, system: str, nodes: int) -> int | None:
-    """Fewest power-of-two unique-kind nodes holding the state of one request, or None."""
-    tp = 1
+def baseline_tps(sc: Scenario, system: str, nodes: int) -> list[int]:
+    """Power-of-two replica sizes (in unique-kind nodes) that hold one request's state."""
+    tps, tp = [], 1
     while tp <= nodes:
         if baseline_state_bytes(sc, system, 1) <= tp * sc.unique_chip.hbm_capacity_bytes:
-            return tp
+            tps.append(tp)
         tp *= 2
-    return None
+    return tps
 
 
 def step_from_ops(
@@ -142,13 +142,23 @@ def evaluate(sc: Scenario, concurrency: int) -> SystemPoint:
 
 
 def _evaluate_baseline(sc: Scenario, concurrency: int) -> SystemPoint:
+    """The best replica size (tp) for this concurrency; infeasible if none holds it."""
     nodes = sc.unique_nodes + sc.shared_nodes
-    pt = SystemPoint(sc.system, concurrency, False, nodes=nodes)
-    tp = baseline_tp(sc, sc.system, nodes)
-    if tp is None:
+    tps = baseline_tps(sc, sc.system, nodes)
+    if not tps:
+        pt = SystemPoint(sc.system, concurrency, False, nodes=nodes)
         pt.reason = (f"one request's state ({_gib(baseline_state_bytes(sc, sc.system, 1)):.0f} GiB)"
                      f" exceeds all {nodes} nodes' HBM")
         return pt
+    points = [_evaluate_baseline_tp(sc, concurrency, nodes, tp) for tp in tps]
+    feasible = [p for p in points if p.feasible]
+    if feasible:
+        return max(feasible, key=lambda p: p.throughput_tokens_per_s)
+    return max(points, key=lambda p: p.max_concurrency)
+
+
+def _evaluate_baseline_tp(sc: Scenario, concurrency: int, nodes: int, tp: int) -> SystemPoint:
+    pt = SystemPoint(sc.system, concurrency, False, nodes=nodes)
     replicas = nodes // tp
     cap = tp * sc.unique_chip.hbm_capacity_bytes
     per_req = baseline_state_bytes(sc, sc.system, 2) - baseline_state_bytes(sc, sc.system, 1)
