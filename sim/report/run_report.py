@@ -1,0 +1,250 @@
+"""The report of one simulation run: ``report.md``, ``report.html`` and their figures.
+
+Every section depends on some summary key or CSV; when one is missing the section says
+so in a note rather than failing, because a report of a partial run is still useful.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.report import plots
+from sim.report.common import (
+    config_block,
+    emit_image,
+    format_bytes,
+    key_value_rows,
+    write_document,
+)
+from sim.report.data import (
+    LATENCY_COLUMNS,
+    as_float,
+    read_latencies,
+    read_timeseries,
+    resource_kind,
+)
+from sim.report.document import Document, Heading, Note, Table
+from sim.report.plots import KIND_LABELS, METRIC_TITLES, natural_key, order_phases
+
+PERCENTILE_KEYS = (
+    ("mean", "mean"),
+    ("p50", "p50"),
+    ("p90", "p90"),
+    ("p99", "p99"),
+    ("p999", "p99.9"),
+)
+OVERVIEW_KEYS = (
+    ("system", "system"),
+    ("model", "model"),
+    ("precision", "precision"),
+    ("granularity", "granularity"),
+    ("seed", "seed"),
+    ("requests_arrived", "requests arrived"),
+    ("requests_completed", "requests completed"),
+    ("requests_in_flight", "requests in flight at end"),
+    ("requests_rejected", "requests rejected"),
+    ("sim_time_s", "simulated time (s)"),
+    ("warmup_s", "warm-up excluded (s)"),
+    ("tokens_generated", "tokens generated"),
+    ("throughput_tokens_per_s", "throughput (tokens/s)"),
+    ("throughput_requests_per_s", "throughput (requests/s)"),
+    ("memory_gib", "memory used (GiB)"),
+)
+
+
+def overview_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The headline numbers of a run as metric/value rows (keys it lacks are left out)."""
+    rows = []
+    for key, label in OVERVIEW_KEYS:
+        if key in summary and not isinstance(summary[key], Mapping):
+            rows.append({"metric": label, "value": summary[key]})
+    return rows
+
+
+def latency_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """TTFT/TPOT/e2e percentiles (ms) as one row per metric."""
+    rows = []
+    for metric in LATENCY_COLUMNS:
+        stats = summary.get(metric)
+        if not isinstance(stats, Mapping):
+            continue
+        row: dict[str, Any] = {"metric": f"{METRIC_TITLES[metric]} (ms)"}
+        for key, label in PERCENTILE_KEYS:
+            row[label] = as_float(stats.get(key))
+        rows.append(row)
+    return rows
+
+
+def utilization_rows(utilization: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
+    """(per-kind mean/min/max rows, per-resource rows) of a utilization mapping."""
+    rank = {"unique": 0, "shared": 1, "link": 2, "other": 3}  # same order as the figure
+    per_resource = []
+    for name in sorted(
+        utilization, key=lambda n: (rank[resource_kind(str(n))], natural_key(str(n)))
+    ):
+        v = as_float(utilization[name])
+        per_resource.append(
+            {"resource": str(name), "kind": resource_kind(str(name)), "utilization": v}
+        )
+    by_kind: dict[str, list[float]] = {}
+    for row in per_resource:
+        if row["utilization"] is not None:
+            by_kind.setdefault(row["kind"], []).append(row["utilization"])
+    per_kind = [
+        {
+            "kind": KIND_LABELS[k],
+            "resources": len(v),
+            "mean": float(np.mean(v)),
+            "min": min(v),
+            "max": max(v),
+        }
+        for k in ("unique", "shared", "link", "other")
+        if (v := by_kind.get(k))
+    ]
+    return per_kind, per_resource
+
+
+def breakdown_rows(breakdown: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Phase / ms / share rows in the standard phase order."""
+    vals = {str(k): as_float(v) for k, v in breakdown.items()}
+    total = sum(v for v in vals.values() if v is not None and v > 0)
+    rows = []
+    for phase in order_phases(list(vals)):
+        v = vals[phase]
+        share = f"{v / total:.1%}" if v is not None and v > 0 and total > 0 else "—"
+        rows.append({"phase": phase, "ms": v, "share": share})
+    if rows:
+        rows.append({"phase": "total", "ms": total, "share": "100.0%" if total else "—"})
+    return rows
+
+
+def _bytes_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "quantity": r["key"],
+            "bytes": r["value"],
+            "size": format_bytes(r["value"]) if as_float(r["value"]) is not None else "—",
+        }
+        for r in key_value_rows(data)
+    ]
+
+
+def write_run_report(
+    out_dir: Path, summary: dict, requests_csv: Path, timeseries_csv: Path
+) -> list[Path]:
+    """Write plots, ``report.md`` and ``report.html`` for one run into ``out_dir``.
+
+    Returns every path written (PNGs first, then the Markdown and the HTML).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summary or {}
+    written: list[Path] = []
+    name = summary.get("name") or "run"
+    doc = Document(f"Run report: {name}")
+
+    # Overview
+    doc.add(Heading("Overview"))
+    overview = overview_rows(summary)
+    doc.add(Table(overview) if overview else Note("The summary has none of the headline keys."))
+    notes = summary.get("notes")
+    if isinstance(notes, str):
+        notes = [notes]
+    for note in notes if isinstance(notes, list) else []:
+        doc.add(Note(str(note)))
+
+    # Latency
+    doc.add(Heading("Latency"))
+    lat_rows = latency_rows(summary)
+    if lat_rows:
+        doc.add(Table(lat_rows))
+    else:
+        doc.add(Note("No ttft_ms / tpot_ms / e2e_ms in the summary; percentile table skipped."))
+    latencies = read_latencies(requests_csv)
+    if latencies:
+        doc.add(
+            emit_image(
+                out_dir,
+                "latency_cdf.png",
+                "Latency CDFs (TTFT, TPOT, end-to-end) with p50 and p99 marked",
+                plots.plot_latency_cdfs(latencies, summary),
+                written,
+            )
+        )
+    else:
+        source = Path(requests_csv).name if requests_csv else "requests.csv"
+        doc.add(Note(f"No per-request latencies in {source}; CDF plot skipped."))
+
+    # Time series
+    doc.add(Heading("Throughput and queues over time"))
+    ts = read_timeseries(timeseries_csv)
+    if plots.has_timeseries_content(ts):
+        doc.add(
+            emit_image(
+                out_dir,
+                "timeseries.png",
+                "Throughput, queue lengths and running requests over simulated time",
+                plots.plot_timeseries(ts, as_float(summary.get("throughput_tokens_per_s"))),
+                written,
+            )
+        )
+    else:
+        doc.add(Note("No throughput, queue.* or running series in the time series; plot skipped."))
+
+    # Utilization
+    doc.add(Heading("Utilization"))
+    util = summary.get("utilization")
+    if isinstance(util, Mapping) and util:
+        per_kind, per_resource = utilization_rows(util)
+        doc.add(
+            emit_image(
+                out_dir,
+                "utilization.png",
+                "Utilization per resource",
+                plots.plot_utilization(util),
+                written,
+            )
+        )
+        if per_kind:
+            doc.add(Table(per_kind, caption="By kind (fraction of simulated time busy)"))
+        doc.add(Table(per_resource, caption="Per resource"))
+    else:
+        doc.add(Note("No utilization in the summary; section skipped."))
+
+    # Time breakdown
+    doc.add(Heading("Where a decode step's time goes"))
+    breakdown = summary.get("time_breakdown_ms")
+    if isinstance(breakdown, Mapping) and breakdown:
+        doc.add(Table(breakdown_rows(breakdown)))
+        doc.add(
+            emit_image(
+                out_dir,
+                "time_breakdown.png",
+                "Decode step time breakdown",
+                plots.plot_time_breakdown(breakdown),
+                written,
+            )
+        )
+    else:
+        doc.add(Note("No time_breakdown_ms in the summary; section skipped."))
+
+    # Bytes, sharing, config
+    doc.add(Heading("Bytes moved and stored"))
+    data = summary.get("bytes")
+    if isinstance(data, Mapping) and data:
+        doc.add(Table(_bytes_rows(data)))
+    else:
+        doc.add(Note("No bytes in the summary; section skipped."))
+    sharing = summary.get("sharing")
+    if isinstance(sharing, Mapping) and sharing:
+        doc.add(Heading("Sharing"), Table(key_value_rows(sharing, "statistic", "value")))
+    doc.add(Heading("Resolved config"))
+    config = summary.get("config")
+    doc.add(config_block(config) if config else Note("No config in the summary."))
+
+    written.extend(write_document(out_dir, "report", doc))
+    return written

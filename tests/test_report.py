@@ -1,0 +1,450 @@
+"""sim.report: every promised file exists, HTML is self-contained, tables are right,
+identical inputs give identical bytes, and missing inputs give notes instead of errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.report import (
+    compare_rows,
+    format_number,
+    format_table_text,
+    html_table,
+    markdown_table,
+    plot_analysis,
+    write_analysis_report,
+    write_compare_report,
+    write_run_report,
+)
+from sim.report.plots import saturation_index
+
+RUN_FILES = {
+    "latency_cdf.png",
+    "timeseries.png",
+    "utilization.png",
+    "time_breakdown.png",
+    "report.md",
+    "report.html",
+}
+COMPARE_FILES = {
+    "compare_latency_cdf.png",
+    "compare_load.png",
+    "compare_utilization.png",
+    "compare_time_breakdown.png",
+    "compare.md",
+    "compare.html",
+}
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def _lat(m: float) -> dict:
+    return {"mean": 1.1 * m, "p50": m, "p90": 2 * m, "p99": 4 * m, "p999": 6 * m}
+
+
+def _summary(name: str = "tiny", system: str = "moska", scale: float = 1.0) -> dict:
+    return {
+        "name": name,
+        "system": system,
+        "requests_arrived": 200,
+        "requests_completed": 190,
+        "requests_in_flight": 8,
+        "requests_rejected": 2,
+        "sim_time_s": 2.0,
+        "throughput_tokens_per_s": 12345.678 * scale,
+        "ttft_ms": _lat(40.0 / scale),
+        "tpot_ms": _lat(8.0 / scale),
+        "e2e_ms": _lat(900.0 / scale),
+        "utilization": {
+            "unique0": 0.71,
+            "unique1": 0.65,
+            "unique10": 0.4,
+            "shared0": 0.93 * scale / 2,
+            "shared1": 0.88 * scale / 2,
+            "link0": 0.12,
+            "link1": 0.33,
+            "memory.unique0": 0.5,
+        },
+        "time_breakdown_ms": {
+            "unique_attention": 1.2,
+            "shared_attention": 2.4 / scale,
+            "router": 0.1,
+            "merge": 0.05,
+            "fabric": 0.6,
+            "queueing": 0.9,
+            "other_layers": 3.1,
+            "prefill": 0.4,
+        },
+        "bytes": {"hbm_read": 3.2e12, "fabric": {"query": 1.5e9, "partials": 2.5e9}},
+        "sharing": {"corpora": 2, "chunk_hit_rate": 0.42},
+        "notes": ["2 shared node(s) unused"],
+        "config": {
+            "model": "llama-3.1-8b",
+            "run": {"seed": 7, "duration_s": 2},
+            "workload": {"arrivals": {"path": "https://example.com/trace.csv"}},
+        },
+    }
+
+
+def _requests_csv(path: Path, seed: int = 0, scale: float = 1.0) -> Path:
+    rng = np.random.default_rng(seed)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "id",
+                "arrival_s",
+                "first_token_s",
+                "completion_s",
+                "unique_tokens",
+                "output_tokens",
+                "corpus",
+                "node",
+                "ttft_ms",
+                "tpot_ms",
+                "e2e_ms",
+            ]
+        )
+        for i in range(200):
+            arrival = i * 0.01
+            ttft = float(rng.lognormal(math.log(40 / scale), 0.8))
+            tpot = float(rng.lognormal(math.log(8 / scale), 0.3))
+            out = int(rng.integers(1, 200))
+            e2e = ttft + tpot * (out - 1)
+            done = i < 190
+            w.writerow(
+                [
+                    i,
+                    arrival,
+                    arrival + ttft / 1e3,
+                    arrival + e2e / 1e3 if done else "",
+                    4096,
+                    out,
+                    i % 2,
+                    f"unique{i % 3}",
+                    ttft,
+                    tpot if out > 1 else "",
+                    e2e if done else "",
+                ]
+            )
+    return path
+
+
+def _timeseries_csv(path: Path) -> Path:
+    t = np.linspace(0, 2, 41)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "time_s",
+                "throughput_tokens_per_s",
+                "running",
+                "queue.unique0",
+                "queue.unique1",
+                "queue.shared0",
+                "queue.link0",
+                "kv_gib",
+            ]
+        )
+        for x in t:
+            w.writerow(
+                [
+                    x,
+                    12000 + 2000 * math.sin(3 * x),
+                    50 + 10 * x,
+                    int(5 * x),
+                    int(3 * x),
+                    round(2 + math.cos(x), 3),
+                    0,
+                    1.5,
+                ]
+            )
+    return path
+
+
+def _analysis() -> dict:
+    batch = [1, 4, 16, 64, 256]
+    shared = [2**20, 2**22, 2**24]
+    return {
+        "name": "paper-16m",
+        "batch_sweep": {
+            "batch": batch,
+            "systems": {
+                "vanilla": {
+                    "throughput_tokens_per_s": [50.0, 150.0, None, 0, 0],
+                    "step_latency_ms": [20.0, 26.0, None, None, None],
+                },
+                "shared_gemm": {
+                    "throughput_tokens_per_s": [60.0, 230.0, 900.0, 3000.0, 9000.0],
+                    "step_latency_ms": [16.0, 17.0, 18.0, 21.0, 28.0],
+                },
+                "moska": {
+                    "throughput_tokens_per_s": [70.0, 280.0, 1100.0, 4300.0, 16000.0],
+                    "step_latency_ms": [14.0, 14.3, 14.5, 15.0, 16.0],
+                },
+            },
+        },
+        "shared_sweep": {
+            "shared_tokens": shared,
+            "systems": {
+                "vanilla": {"throughput_tokens_per_s": [120.0, 0.0, 0.0]},
+                "moska": {"throughput_tokens_per_s": [16000.0, 12000.0, float("nan")]},
+            },
+        },
+        "table": [
+            {
+                "system": "vanilla",
+                "feasible": False,
+                "max_batch": 8,
+                "throughput_tokens_per_s": 0.0,
+                "step_latency_ms": None,
+            },
+            {
+                "system": "moska",
+                "feasible": True,
+                "max_batch": 4096,
+                "throughput_tokens_per_s": 16000.0,
+                "step_latency_ms": 16.0,
+            },
+        ],
+    }
+
+
+def _runs(tmp: Path) -> list[dict]:
+    runs = []
+    for i, (label, system, scale) in enumerate(
+        [("vanilla-8n", "vanilla", 0.5), ("moska-4u4s", "moska", 1.0), ("moska-8u4s", "moska", 1.6)]
+    ):
+        s = _summary(label, system, scale)
+        if i == 1:
+            s["memory_gib"] = {"unique": 60.5, "shared": 80.0}
+        elif i == 2:
+            s["memory_gib"] = 120.0
+        runs.append(
+            {
+                "label": label,
+                "summary": s,
+                "requests_csv": _requests_csv(tmp / f"req{i}.csv", seed=i, scale=scale),
+                "price_per_hour": {"unique": 4.5, "shared": 3.0},
+                "cost_per_million_tokens": 1.23 * (i + 1) if i else None,
+            }
+        )
+    return runs
+
+
+def _load_sweep() -> dict:
+    rates = [1, 2, 4, 8, 16, 32]
+    return {
+        "vanilla-8n": {
+            "offered_rate_per_s": rates,
+            "throughput_tokens_per_s": [256, 512, 900, 1000, 1010, 1000],
+            "p99_tpot_ms": [10, 11, 20, 80, 400, 900],
+        },
+        "moska-4u4s": {
+            "offered_rate_per_s": rates,
+            "throughput_tokens_per_s": [256, 512, 1024, 2048, 4096, 8100],
+            "p99_tpot_ms": [8, 8, 8.5, 9, 10, 12],
+        },
+    }
+
+
+def _assert_self_contained(html: str) -> None:
+    assert "http://" not in html and "https://" not in html
+    srcs = re.findall(r'src="([^"]*)"', html)
+    assert srcs, "expected embedded images"
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<link" not in html and "<script" not in html
+
+
+def _read_all(paths: list[Path]) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in paths}
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def test_format_number() -> None:
+    assert format_number(1234567.0) == "1,230,000"
+    assert format_number(12.3456) == "12.3"
+    assert format_number(0.012345) == "0.0123"
+    assert format_number(999.6) == "1,000"
+    assert format_number(0.0) == "0"
+    assert format_number(1.5e-6) == "1.50e-06"
+    assert format_number(float("nan")) == "—"
+
+
+def test_table_renderers() -> None:
+    rows = [{"name": "a|b", "n": 1234, "x": 0.5}, {"name": "c", "x": None}]
+    md = markdown_table(rows).splitlines()
+    assert md[0] == "| name | n | x |"
+    assert md[1] == "|:---|---:|---:|"
+    assert md[2] == "| a\\|b | 1,234 | 0.500 |"
+    assert md[3] == "| c | — | — |"
+    html = html_table(rows, caption="cap")
+    assert '<td class="num">1,234</td>' in html and "<caption>cap</caption>" in html
+    text = format_table_text(rows)
+    assert "\x1b" not in text
+    lines = text.splitlines()
+    assert len(lines) == 4 and len({len(line) for line in lines[:2]}) == 1
+    assert format_table_text([]) == "(no rows)"
+
+
+def test_saturation_index() -> None:
+    sweep = _load_sweep()
+    assert (
+        saturation_index(
+            sweep["vanilla-8n"]["offered_rate_per_s"],
+            sweep["vanilla-8n"]["throughput_tokens_per_s"],
+        )
+        == 2
+    )
+    assert (
+        saturation_index(
+            sweep["moska-4u4s"]["offered_rate_per_s"],
+            sweep["moska-4u4s"]["throughput_tokens_per_s"],
+        )
+        is None
+    )
+
+
+# ----------------------------------------------------------------------------- run report
+
+
+def test_run_report_files_and_content(tmp_path: Path) -> None:
+    req = _requests_csv(tmp_path / "requests.csv")
+    ts = _timeseries_csv(tmp_path / "timeseries.csv")
+    out = tmp_path / "out"
+    paths = write_run_report(out, _summary(), req, ts)
+    assert {p.name for p in paths} == RUN_FILES
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+    assert not list(out.glob(".*.tmp")), "temp files left behind"
+    for p in paths:
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert b"Software" not in p.read_bytes()
+    md = (out / "report.md").read_text()
+    for png in ("latency_cdf.png", "timeseries.png", "utilization.png", "time_breakdown.png"):
+        assert f"]({png})" in md
+    assert "12,300" in md  # throughput, 3 significant digits with separator
+    assert "> **Note:** 2 shared node(s) unused" in md
+    html = (out / "report.html").read_text()
+    _assert_self_contained(html)
+    assert html.count("<img ") == 4
+    assert "example.com" in html  # config text is kept, its URL merely defused
+
+
+def test_run_report_deterministic(tmp_path: Path) -> None:
+    req = _requests_csv(tmp_path / "requests.csv")
+    ts = _timeseries_csv(tmp_path / "timeseries.csv")
+    a = _read_all(write_run_report(tmp_path / "a", _summary(), req, ts))
+    b = _read_all(write_run_report(tmp_path / "b", _summary(), req, ts))
+    assert a == b
+
+
+def test_run_report_missing_inputs(tmp_path: Path) -> None:
+    summary = {"name": "bare", "system": "vanilla", "throughput_tokens_per_s": 10.0}
+    paths = write_run_report(tmp_path, summary, tmp_path / "nope.csv", tmp_path / "nope2.csv")
+    assert {p.name for p in paths} == {"report.md", "report.html"}
+    md = (tmp_path / "report.md").read_text()
+    assert md.count("**Note:**") >= 5
+    html = (tmp_path / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html
+
+
+def test_run_report_empty_timeseries_and_huge_cluster(tmp_path: Path) -> None:
+    (tmp_path / "ts.csv").write_text("time_s,other\n")
+    summary = _summary()
+    summary["utilization"] = {f"unique{i}": (i % 10) / 9 for i in range(100)}
+    summary["utilization"]["link0"] = 1.2  # out of range: bar clipped, value still shown
+    paths = write_run_report(
+        tmp_path, summary, _requests_csv(tmp_path / "r.csv"), tmp_path / "ts.csv"
+    )
+    names = {p.name for p in paths}
+    assert "timeseries.png" not in names and "utilization.png" in names
+
+
+def test_run_report_tolerates_odd_values(tmp_path: Path) -> None:
+    summary = {
+        "name": "odd",
+        "ttft_ms": {"p50": None, "p99": "n/a"},
+        "tpot_ms": "not a dict",
+        "utilization": {"unique0": "busy", "shared0": float("nan"), "link0": -0.1},
+        "time_breakdown_ms": {"fabric": -1.0, "router": None, "extra_phase": 2.0},
+        "bytes": {"weird": "x"},
+        "sharing": {},
+        "config": {"path": Path("/x"), "tags": ("a", "b")},
+    }
+    paths = write_run_report(tmp_path, summary, str(tmp_path / "missing.csv"), None)
+    assert {"report.md", "report.html", "time_breakdown.png"} <= {p.name for p in paths}
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def test_analysis_report(tmp_path: Path) -> None:
+    paths = write_analysis_report(tmp_path / "a", _analysis())
+    assert {p.name for p in paths} == {"analysis.png", "analysis.md", "analysis.html"}
+    md = (tmp_path / "a" / "analysis.md").read_text()
+    assert "](analysis.png)" in md
+    assert "infeasible" in md
+    summary_table = md.split("## Summary table")[1].split("##")[0]
+    assert summary_table.count("\n| vanilla") == 1 and summary_table.count("infeasible") == 2
+    again = write_analysis_report(tmp_path / "b", _analysis())
+    assert _read_all(paths) == _read_all(again)
+    p = plot_analysis(_analysis(), tmp_path / "alone.png")
+    assert p.read_bytes() == (tmp_path / "a" / "analysis.png").read_bytes()
+
+
+def test_analysis_all_infeasible(tmp_path: Path) -> None:
+    analysis = {
+        "name": "x",
+        "batch_sweep": {
+            "batch": [1, 2],
+            "systems": {"vanilla": {"throughput_tokens_per_s": [None, 0]}},
+        },
+    }
+    paths = write_analysis_report(tmp_path, analysis)
+    assert (tmp_path / "analysis.png").is_file() and len(paths) == 3
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def test_compare_report(tmp_path: Path) -> None:
+    runs = _runs(tmp_path)
+    out = tmp_path / "cmp"
+    paths = write_compare_report(out, runs, _load_sweep())
+    assert {p.name for p in paths} == COMPARE_FILES
+    md = (out / "compare.md").read_text()
+    summary = md.split("## Summary")[1].split("\n\n")[1]
+    body = [line for line in summary.splitlines() if line.startswith("| ")][1:]
+    assert len(body) == len(runs)
+    assert [line.split("|")[1].strip() for line in body] == [r["label"] for r in runs]
+    html = (out / "compare.html").read_text()
+    _assert_self_contained(html)
+    assert html.count("<img ") == 4
+    again = write_compare_report(tmp_path / "cmp2", _runs(tmp_path), _load_sweep())
+    assert _read_all(paths) == _read_all(again)
+
+
+def test_compare_rows() -> None:
+    runs = [{"label": "a", "summary": _summary()}, {"label": "b", "summary": {}}]
+    rows = compare_rows(runs)
+    assert [r["config"] for r in rows] == ["a", "b"]
+    assert "cost ($/M tokens)" not in rows[0] and "memory (GiB)" not in rows[0]
+    assert rows[0]["util unique"] == pytest.approx((0.71 + 0.65 + 0.4) / 3)
+    assert rows[1]["util links"] is None
+
+
+def test_compare_without_sweep_or_csvs(tmp_path: Path) -> None:
+    runs = [{"label": "only", "summary": {"name": "only"}, "requests_csv": tmp_path / "x.csv"}]
+    paths = write_compare_report(tmp_path, runs, None)
+    assert {p.name for p in paths} == {"compare.md", "compare.html"}
+    assert "No load sweep" in (tmp_path / "compare.md").read_text()
