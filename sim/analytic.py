@@ -176,14 +176,14 @@ def _evaluate_baseline_tp(sc: Scenario, concurrency: int, nodes: int, tp: int) -
     step, phases, _ = step_from_ops(ops, sc, sc.model.layers)
     pt.feasible = True
     pt.step_latency_ms = step / 1e6
-    pt.throughput_tokens_per_s = replicas * batch / (step / 1e9)
+    pt.throughput_tokens_per_s = concurrency / (step / 1e9)  # the busiest replica sets the step
     pt.pipelined_throughput_tokens_per_s = pt.throughput_tokens_per_s
     pt.breakdown_ms = {k: v / 1e6 for k, v in phases.items()}
     pt.bound = _dominant(ops, sc)
     return pt
 
 
-def moska_fabric_ns(sc: Scenario, batch: int) -> tuple[float, float]:
+def moska_fabric_ns(sc: Scenario, batch: int, concurrency: int) -> tuple[float, float]:
     """One layer's query send and partial return through a switch, uncontended.
 
     A unique node's uplink carries its batch's queries to each shared node; a shared
@@ -191,7 +191,7 @@ def moska_fabric_ns(sc: Scenario, batch: int) -> tuple[float, float]:
     """
     lat = FABRIC_HOPS * sc.link.latency_ns
     q, p = query_bytes(sc.model, batch), partial_bytes(sc.model, batch)
-    fan = max(sc.shared_nodes, sc.unique_nodes)
+    fan = max(sc.shared_nodes, min(sc.unique_nodes, math.ceil(concurrency / batch)))
     return lat + fan * q / sc.link.bytes_per_ns, lat + fan * p / sc.link.bytes_per_ns
 
 
@@ -223,20 +223,20 @@ def _evaluate_moska(sc: Scenario, concurrency: int) -> SystemPoint:
     ops = decode_step_ops(
         sc.model, "moska", sc.precision, batch, sc.unique_tokens, sc.shared_tokens,
         keep_fraction=sc.keep_fraction, chunk_tokens=sc.chunk_tokens,
-        shared_queries=U * batch, shared_nodes=max(S, 1))
+        shared_queries=concurrency, shared_nodes=max(S, 1))
     compute_ops = [o for o in ops if o.where != "fabric"]
     step, phases, busy = step_from_ops(compute_ops, sc, layers)
     if sc.shared_tokens:
-        send, ret = moska_fabric_ns(sc, batch)
+        send, ret = moska_fabric_ns(sc, batch, concurrency)
         fabric = layers * (send + ret)
         step += fabric
         phases["fabric"] = fabric
         busy["fabric"] = fabric
     pt.feasible = True
     pt.step_latency_ms = step / 1e6
-    pt.throughput_tokens_per_s = U * batch / (step / 1e9)
+    pt.throughput_tokens_per_s = concurrency / (step / 1e9)
     # with enough micro-batches in flight the slowest stage alone sets the pace
-    pt.pipelined_throughput_tokens_per_s = U * batch / (max(busy.values()) / 1e9)
+    pt.pipelined_throughput_tokens_per_s = concurrency / (max(busy.values()) / 1e9)
     pt.breakdown_ms = {k: v / 1e6 for k, v in phases.items()}
     pt.bound = _dominant(ops, sc)
     return pt
