@@ -1,27 +1,41 @@
-"""Shared corpora: their size, chunking and popularity, chunk routing, and the real sharing of
-the Mooncake trace.
+"""Shared corpora: synthetic ones (size, chunking, chunk routing, popularity) and the real
+sharing read off the Mooncake trace's prefix blocks, with the statistics of either.
 
-Routing: each query keeps ``k = max(1, round(keep_fraction * n_chunks))`` distinct chunks,
-drawn without replacement with probability proportional to the chunk's popularity
-(uniform, or Zipf: the chunk of rank r weighs r^-s, ranks laid over chunk ids by a fixed
-permutation so hot chunks are spread over the corpus and over shared nodes). Sampling uses
-the Gumbel-top-k trick, which draws exactly such a without-replacement sample.
+Synthetic routing. A corpus of ``tokens`` tokens is cut into ``n_chunks`` chunks of
+``chunk_tokens``; each query keeps ``k = max(1, round(keep_fraction * n_chunks))`` distinct
+chunks, drawn without replacement with probability proportional to the chunk's weight:
+uniform, or Zipf (the chunk of popularity rank r weighs r^-s). Ranks are laid over chunk
+ids by a permutation fixed by the chunk count alone, so hot chunks are spread over the
+corpus (and over the shared nodes that hold chunk ``c`` at ``c % S``) and every router of
+the same corpus agrees on where they are. Draws use the exponential race (the Gumbel-top-k
+trick in another form): the k smallest ``E_c / w_c``, ``E_c ~ Exp(1)``, are exactly a
+weighted sample without replacement. Requests pick one of ``corpora`` corpora by
+``corpus_popularity`` (uniform or Zipf over corpus ids; id 0 is the most popular).
 
-Mooncake corpora: a 512-token block seen by more than one request is shared. In the trace
-sharing is always a prefix and every request starts with the same block (a system prompt),
-so the prefix tree has one root. A *corpus* is the subtree under one shared second-level
-block, together with the root: the requests of one conversation family. Requests whose
-only shared block is the root form corpus "root only". A corpus's size is the number of
-distinct shared blocks in it x 512 tokens; a request's shared tokens are its shared
-blocks x 512 (capped at its prompt length less one), the rest of its prompt is unique.
+Mooncake corpora. The trace gives each prompt's 512-token prefix blocks as hash ids; equal
+ids are the same prefix KV, so a block is *shared* when more than one request of the replay
+has it. Hashes are prefix hashes, so a request's shared blocks are its leading blocks; we
+count its shared prefix as the leading run of shared blocks (any shared block after its
+first unique one would count as unique; none occur in the real file). The *trunk* is the
+longest prefix every request has (in the real file one block, a 512-token system prompt).
+A *corpus* is the prefix tree of shared blocks under one first block below the trunk,
+together with the trunk: the requests of one conversation family, reading its history.
+Requests whose shared prefix is exactly the trunk read the trunk corpus (the trunk alone);
+requests that share nothing read no corpus (corpus 0 with 0 shared tokens). A corpus's size
+is the tokens of its distinct blocks (a prompt's last block may be partial; a block counts
+its largest extent); a request's shared tokens are those of its shared prefix (at most its
+prompt less one token, so unique tokens are >= 1) and its unique tokens the rest, so
+shared + unique == input_length. Corpora are numbered by descending popularity (requests),
+ties by size then first appearance; the trunk is counted in every corpus's size, and
+``distinct_shared_tokens`` counts it once.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -29,37 +43,68 @@ import numpy as np
 from workloads.errors import WorkloadError
 
 MOONCAKE_BLOCK_TOKENS = 512
-_PLACEMENT_SEED = 0x5EED  # fixed: where the hot chunks sit does not depend on the run seed
+PLACEMENT_SEED = 0x5EED  # hot-chunk placement depends on the chunk count only, not the run seed
+EXACT_INCLUSION_MAX = 1 << 17  # n_chunks * k up to this: inclusion probabilities by quadrature
+TOP_CORPORA = 10
 
 
-def zipf_exponent(popularity: Any) -> float:
-    """0 for 'uniform', else s of {zipf: s} (a mapping or an object with ``.zipf``)."""
+# -- popularity laws ----------------------------------------------------------------------
+def zipf_exponent(popularity: Any, field: str = "workload.shared.popularity") -> float:
+    """The Zipf exponent of a popularity setting: 0 for 'uniform', s for a number s,
+    ``{zipf: s}`` or an object with ``.zipf`` (the config model); s must be >= 0."""
     if popularity is None or popularity == "uniform":
         return 0.0
-    s = popularity.get("zipf") if isinstance(popularity, dict) else getattr(popularity, "zipf", None)
-    if s is None or float(s) < 0:
-        raise WorkloadError(f"workload.shared.popularity: expected 'uniform' or {{zipf: s >= 0}}, "
-                            f"got {popularity!r}")
+    if isinstance(popularity, dict):
+        s = popularity.get("zipf") if set(popularity) == {"zipf"} else None
+    elif isinstance(popularity, (int, float)) and not isinstance(popularity, bool):
+        s = popularity
+    else:
+        s = getattr(popularity, "zipf", None)
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+        raise WorkloadError(f"{field}: expected 'uniform' or a Zipf exponent {{zipf: s}} with "
+                            f"s >= 0, got {popularity!r}")
     return float(s)
 
 
+def zipf_weights(n: int, s: float) -> np.ndarray:
+    """Weights of ranks 1..n under Zipf(s), summing to 1 (uniform when s is 0)."""
+    w = np.arange(1, n + 1, dtype=np.float64) ** -s
+    return w / w.sum()
+
+
+# -- a synthetic corpus -------------------------------------------------------------------
 @dataclass(frozen=True)
 class SharedCorpusSpec:
-    """A shared corpus of ``tokens`` tokens in chunks of ``chunk_tokens``."""
+    """``corpora`` shared corpora of ``tokens`` tokens each, in chunks of ``chunk_tokens``.
+
+    ``popularity`` (how a query's chunk picks spread over a corpus) and
+    ``corpus_popularity`` (how requests spread over corpora) are 'uniform' or a Zipf
+    exponent; both are normalised to 'uniform' or a float s > 0.
+    """
 
     tokens: int
     chunk_tokens: int
     keep_fraction: float = 1.0
     popularity: Any = "uniform"
     corpora: int = 1
+    corpus_popularity: Any = "uniform"
 
     def __post_init__(self) -> None:
-        if self.tokens < 1 or self.chunk_tokens < 1:
-            raise WorkloadError("workload.shared: tokens and chunk_tokens must be >= 1")
-        if not 0 < self.keep_fraction <= 1:
+        for name, least in (("tokens", 1), ("chunk_tokens", 1), ("corpora", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                raise WorkloadError(f"workload.shared.{name}: expected an integer >= {least}, "
+                                    f"got {v!r}")
+        if self.chunk_tokens > self.tokens:
+            raise WorkloadError(f"workload.shared.chunk_tokens: expected an integer <= tokens "
+                                f"({self.tokens}), got {self.chunk_tokens}")
+        kf = self.keep_fraction
+        if isinstance(kf, bool) or not isinstance(kf, (int, float)) or not 0 < kf <= 1:
             raise WorkloadError(f"workload.shared.keep_fraction: expected a number in (0, 1], "
-                                f"got {self.keep_fraction}")
-        zipf_exponent(self.popularity)
+                                f"got {kf!r}")
+        for name in ("popularity", "corpus_popularity"):
+            s = zipf_exponent(getattr(self, name), f"workload.shared.{name}")
+            object.__setattr__(self, name, "uniform" if s == 0 else s)
 
     @property
     def n_chunks(self) -> int:
@@ -67,173 +112,380 @@ class SharedCorpusSpec:
 
     @property
     def chunks_selected_per_query(self) -> int:
+        """k: the chunks a query keeps, ``max(1, round(keep_fraction * n_chunks))``."""
         return max(1, min(self.n_chunks, round(self.keep_fraction * self.n_chunks)))
 
+    @property
+    def zipf_s(self) -> float:
+        return 0.0 if self.popularity == "uniform" else float(self.popularity)
+
     def chunk_weights(self) -> np.ndarray:
-        """Popularity of each chunk id (sums to 1)."""
-        n, s = self.n_chunks, zipf_exponent(self.popularity)
-        if s == 0:
-            return np.full(n, 1.0 / n)
-        by_rank = np.arange(1, n + 1, dtype=float) ** -s
-        weights = np.empty(n)
-        weights[np.random.default_rng(_PLACEMENT_SEED + n).permutation(n)] = by_rank
-        return weights / weights.sum()
+        """Each chunk id's share of the popularity law (sums to 1)."""
+        return _chunk_weights(self.n_chunks, self.zipf_s).copy()
+
+    def inclusion_probabilities(self) -> np.ndarray:
+        """P(a query keeps chunk c), summing to k: k/N when uniform; under Zipf the exact
+        inclusion probabilities of weighted sampling without replacement (see
+        ``_inclusion_probabilities``)."""
+        return _inclusion(self.n_chunks, self.chunks_selected_per_query, self.zipf_s).copy()
+
+    def expected_chunk_batch(self, batch: int) -> np.ndarray:
+        """Expected number of a batch of ``batch`` queries that keep each chunk."""
+        return batch * self.inclusion_probabilities()
+
+    def corpus_weights(self) -> np.ndarray:
+        """Each corpus id's share of requests (id 0 the most popular)."""
+        s = 0.0 if self.corpus_popularity == "uniform" else float(self.corpus_popularity)
+        return zipf_weights(self.corpora, s)
+
+
+def expected_chunk_batch(spec: SharedCorpusSpec, batch: int) -> np.ndarray:
+    """Expected number of a batch's queries that keep each chunk of ``spec``'s corpus."""
+    return spec.expected_chunk_batch(batch)
+
+
+@lru_cache(maxsize=64)
+def _chunk_weights(n: int, s: float) -> np.ndarray:
+    if s == 0:
+        return np.full(n, 1.0 / n)
+    weights = np.empty(n)
+    weights[np.random.default_rng([PLACEMENT_SEED, n]).permutation(n)] = zipf_weights(n, s)
+    return weights
 
 
 class ChunkRouter:
     """Draws each query's k distinct chunks from the corpus's popularity law."""
 
-    ROWS_PER_BLOCK = 256  # bounds memory: n_chunks floats per row
+    MAX_BLOCK_KEYS = 1 << 21  # random keys per vectorised block (bounds memory at 16 MiB)
 
     def __init__(self, spec: SharedCorpusSpec, rng: np.random.Generator) -> None:
         self.spec = spec
         self.rng = rng
         self.k = spec.chunks_selected_per_query
-        self.uniform = zipf_exponent(spec.popularity) == 0
-        self.log_w = np.log(spec.chunk_weights())
+        self.uniform = spec.popularity == "uniform"
+        self._inv_w = None if self.uniform else 1.0 / spec.chunk_weights()
 
     def select(self, n_queries: int) -> np.ndarray:
-        """int32 (n_queries, k): distinct chunk ids per query, ascending."""
+        """int32 ``(n_queries, k)``: each row k distinct chunk ids, ascending."""
         n, k = self.spec.n_chunks, self.k
+        if k == n:  # every chunk; no draws
+            return np.broadcast_to(np.arange(n, dtype=np.int32), (n_queries, k)).copy()
         out = np.empty((n_queries, k), dtype=np.int32)
-        for start in range(0, n_queries, self.ROWS_PER_BLOCK):
-            rows = min(self.ROWS_PER_BLOCK, n_queries - start)
-            if k == n:
-                out[start:start + rows] = np.arange(n)
-                continue
-            keys = self.rng.gumbel(size=(rows, n))
-            if not self.uniform:
-                keys += self.log_w
-            top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-            out[start:start + rows] = np.sort(top, axis=1)
+        rows = max(1, self.MAX_BLOCK_KEYS // n)
+        for start in range(0, n_queries, rows):
+            m = min(rows, n_queries - start)
+            keys = self.rng.standard_exponential((m, n))
+            if self._inv_w is not None:
+                keys *= self._inv_w  # E / w: the k smallest are a weighted sample w/o replacement
+            top = np.argpartition(keys, k - 1, axis=1)[:, :k]
+            top.sort(axis=1)
+            out[start:start + m] = top
         return out
 
-    def inclusion_probabilities(self, draws: int = 8192) -> np.ndarray:
-        """P(a query selects chunk c): exactly k/N when uniform, else estimated from draws
-        with a fixed seed (deterministic)."""
-        n = self.spec.n_chunks
-        if self.uniform:
-            return np.full(n, self.k / n)
-        probe = ChunkRouter(self.spec, np.random.default_rng(_PLACEMENT_SEED))
-        counts = np.bincount(probe.select(draws).ravel(), minlength=n)
-        return counts / draws
+    def inclusion_probabilities(self) -> np.ndarray:
+        """P(a query keeps chunk c) for each chunk (sums to k)."""
+        return self.spec.inclusion_probabilities()
+
+    def expected_chunk_batch(self, batch: int) -> np.ndarray:
+        """Expected queries per chunk for a batch of ``batch`` queries."""
+        return self.spec.expected_chunk_batch(batch)
 
 
-def expected_chunk_batch(spec: SharedCorpusSpec, batch: int) -> np.ndarray:
-    """Expected number of a batch's queries that select each chunk."""
-    router = ChunkRouter(spec, np.random.default_rng(0))
-    return batch * router.inclusion_probabilities()
+def assign_corpora(spec: SharedCorpusSpec, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Each of ``n`` requests' corpus id (int64), drawn from ``corpus_weights``; no draws
+    when there is one corpus."""
+    if spec.corpora == 1:
+        return np.zeros(n, dtype=np.int64)
+    return rng.choice(spec.corpora, size=n, p=spec.corpus_weights()).astype(np.int64)
 
 
-@dataclass
+# -- inclusion probabilities of weighted sampling without replacement ---------------------
+@lru_cache(maxsize=64)
+def _inclusion(n: int, k: int, s: float) -> np.ndarray:
+    if s == 0 or k >= n:
+        return np.full(n, k / n)
+    w = _chunk_weights(n, s)
+    ranked = np.sort(w)[::-1]
+    p = _inclusion_probabilities(ranked, k)
+    out = np.empty(n)
+    out[np.argsort(w)[::-1]] = p
+    return out
+
+
+def _inclusion_probabilities(w: np.ndarray, k: int, nodes: int = 96) -> np.ndarray:
+    """P(item i is among the k smallest of ``X_j = E_j / w_j``), ``E_j ~ Exp(1)``.
+
+    Exactly ``pi_i = int_0^inf w_i e^{-w_i x} P(#{j != i: X_j < x} <= k - 1) dx``, where the
+    count is Poisson-binomial with ``q_j = 1 - e^{-w_j x}``. The probability is computed from
+    prefix and suffix products of the items' generating polynomials (truncated at degree
+    k - 1: nonnegative sums, no cancellation) and integrated by Gauss-Legendre in log x
+    over the range where it is neither ~1 nor ~0 (Chernoff bounds below 1e-12 outside);
+    below the range the integrand is the item's own density. Above ``EXACT_INCLUSION_MAX``
+    (n * k), Rosen's approximation ``1 - exp(-w_i t)``, ``sum = k``, is used (error O(1/n)).
+    """
+    n = len(w)
+    if n * k > EXACT_INCLUSION_MAX:
+        return _rosen(w, k)
+    x_a = _x_at_mean(w, _chernoff_mu(k, lower=True)) if k > 1 else 0.0
+    x_b = min(_x_at_mean(w, _chernoff_mu(k, lower=False)), 60.0 / w.min())
+    x_a = x_a if x_a > 0 else 1e-12 / w.max()
+    g, gw = np.polynomial.legendre.leggauss(nodes)
+    lo, hi = math.log(x_a), math.log(x_b)
+    xs = np.exp((hi - lo) / 2 * g + (hi + lo) / 2)
+    wts = gw * (hi - lo) / 2 * xs  # dx = x d(log x)
+    pi = -np.expm1(-w * x_a)  # below x_a fewer than k others have arrived (to 1e-12)
+    chunk = max(1, (1 << 22) // (n * k))  # prefix table of at most 32 MiB
+    for s in range(0, nodes, chunk):
+        x = xs[s:s + chunk]
+        q = -np.expm1(-np.outer(x, w))  # (m, n)
+        below = _leave_one_out_cdf(q, k)  # P(others <= k - 1), (m, n)
+        dens = w * np.exp(-np.outer(x, w))
+        pi += (wts[s:s + chunk, None] * dens * below).sum(axis=0)
+    return np.clip(pi, 0.0, 1.0)
+
+
+def _leave_one_out_cdf(q: np.ndarray, k: int) -> np.ndarray:
+    """``P(sum_{j != i} Bernoulli(q_j) <= k - 1)`` for each row of ``q`` and each i."""
+    m, n = q.shape
+    pre = np.empty((n, m, k))
+    poly = np.zeros((m, k))
+    poly[:, 0] = 1.0
+    for i in range(n):
+        pre[i] = poly
+        qi = q[:, i:i + 1]
+        poly = poly * (1.0 - qi)
+        poly[:, 1:] += pre[i][:, :-1] * qi
+    out = np.empty((m, n))
+    suf = np.zeros((m, k))
+    suf[:, 0] = 1.0
+    for i in range(n - 1, -1, -1):
+        # P(prefix + suffix <= k-1) = sum_a pre[a] * P(suffix <= k-1-a)
+        out[:, i] = np.einsum("ma,ma->m", pre[i], np.cumsum(suf, axis=1)[:, ::-1])
+        qi = q[:, i:i + 1]
+        nxt = suf * (1.0 - qi)
+        nxt[:, 1:] += suf[:, :-1] * qi
+        suf = nxt
+    return out
+
+
+def _chernoff_mu(k: int, lower: bool, log_eps: float = math.log(1e-12)) -> float:
+    """A mean count mu at which P(count >= k) (lower) or P(count - 1 <= k - 1) (upper) of a
+    Poisson-binomial with mean mu is below eps (Chernoff: e^{-mu} (e mu / c)^c)."""
+    def log_bound(mu: float, c: float) -> float:
+        return -mu + (c * (1 + math.log(mu / c)) if c > 0 else 0.0)
+
+    if lower:  # largest mu < k with bound(mu, k) <= eps
+        a, b = 1e-300, float(k)
+        for _ in range(200):
+            mid = (a + b) / 2
+            a, b = (mid, b) if log_bound(mid, k) <= log_eps else (a, mid)
+        return a
+    c = k - 1  # smallest mu' > c with bound <= eps, mu = mu' + 1 (leaving one item out)
+    a, b = float(c) + 1e-9, float(c) + 60.0 + 10.0 * math.sqrt(c + 1)
+    for _ in range(200):
+        mid = (a + b) / 2
+        a, b = (a, mid) if log_bound(mid, c) <= log_eps else (mid, b)
+    return b + 1.0
+
+
+def _x_at_mean(w: np.ndarray, mu: float) -> float:
+    """The x at which ``sum_j (1 - e^{-w_j x}) = mu`` (inf when mu >= n)."""
+    if mu >= len(w):
+        return math.inf
+    lo, hi = 0.0, 1.0
+    while np.sum(-np.expm1(-w * hi)) < mu:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.sum(-np.expm1(-w * mid)) < mu else (lo, mid)
+    return hi
+
+
+def _rosen(w: np.ndarray, k: int) -> np.ndarray:
+    """Rosen's approximation of successive sampling's inclusion probabilities."""
+    t = _x_at_mean(w, k)
+    return -np.expm1(-w * t)
+
+
+# -- statistics ---------------------------------------------------------------------------
+@dataclass(frozen=True)
 class SharingStats:
-    """Measured sharing of a real trace (JSON-serialisable)."""
+    """How much of a workload's prompts is shared, in how many corpora of what sizes, and
+    how popular they are. JSON-ready through ``to_dict``."""
 
+    source: str  # "synthetic" or the trace format
+    definition: str  # what a corpus is
     requests: int
-    prompt_tokens: int
+    requests_sharing: int  # requests with shared tokens > 0
+    prompt_tokens: int  # shared + unique, over all requests
     shared_prompt_tokens: int
+    shared_fraction: float  # shared_prompt_tokens / prompt_tokens
     corpora: int
     corpus_tokens_p50: float
     corpus_tokens_p90: float
     corpus_tokens_max: int
-    corpus_tokens_total: int
-    requests_per_corpus_top: list[int] = field(default_factory=list)
-    mean_shared_tokens: float = 0.0
-    mean_unique_tokens: float = 0.0
-    definition: str = "subtree under a shared second-level prefix block, plus the root block"
-
-    @property
-    def shared_fraction(self) -> float:
-        return self.shared_prompt_tokens / max(1, self.prompt_tokens)
+    corpus_tokens_total: int  # sum of corpus sizes
+    distinct_shared_tokens: int  # the shared KV once (a trunk common to corpora counted once)
+    requests_per_corpus_p50: float
+    requests_per_corpus_p90: float
+    requests_per_corpus_max: int
+    requests_per_corpus_top: tuple[int, ...]  # the most popular corpora, descending
+    top_corpora_request_share: float  # share of sharing requests in the top corpora
+    mean_shared_tokens: float  # per request
+    mean_unique_tokens: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "shared_fraction": self.shared_fraction}
+        d = asdict(self)
+        d["requests_per_corpus_top"] = list(self.requests_per_corpus_top)
+        return d
+
+
+def sharing_stats(source: str, definition: str, shared: np.ndarray, unique: np.ndarray,
+                  corpus: np.ndarray, corpus_tokens: np.ndarray,
+                  distinct_shared_tokens: int) -> SharingStats:
+    """Stats of per-request ``shared``/``unique`` tokens and ``corpus`` ids (read only
+    where shared > 0), for corpora of ``corpus_tokens`` (indexed by id)."""
+    shared = np.asarray(shared, dtype=np.int64)
+    unique = np.asarray(unique, dtype=np.int64)
+    sizes = np.asarray(corpus_tokens, dtype=np.int64)
+    sharing = shared > 0
+    per_corpus = np.bincount(np.asarray(corpus)[sharing], minlength=len(sizes))
+    prompt = int(shared.sum() + unique.sum())
+    n_sharing = int(sharing.sum())
+    top = np.sort(per_corpus)[::-1][:TOP_CORPORA]
+
+    def pct(a: np.ndarray, q: float) -> float:
+        return float(np.percentile(a, q)) if len(a) else 0.0
+
+    return SharingStats(
+        source=source, definition=definition, requests=len(shared), requests_sharing=n_sharing,
+        prompt_tokens=prompt, shared_prompt_tokens=int(shared.sum()),
+        shared_fraction=float(shared.sum() / prompt) if prompt else 0.0,
+        corpora=len(sizes), corpus_tokens_p50=pct(sizes, 50), corpus_tokens_p90=pct(sizes, 90),
+        corpus_tokens_max=int(sizes.max()) if len(sizes) else 0,
+        corpus_tokens_total=int(sizes.sum()), distinct_shared_tokens=int(distinct_shared_tokens),
+        requests_per_corpus_p50=pct(per_corpus, 50), requests_per_corpus_p90=pct(per_corpus, 90),
+        requests_per_corpus_max=int(per_corpus.max()) if len(per_corpus) else 0,
+        requests_per_corpus_top=tuple(int(c) for c in top),
+        top_corpora_request_share=float(top.sum() / n_sharing) if n_sharing else 0.0,
+        mean_shared_tokens=float(shared.mean()) if len(shared) else 0.0,
+        mean_unique_tokens=float(unique.mean()) if len(unique) else 0.0,
+    )
+
+
+def synthetic_sharing(spec: SharedCorpusSpec, corpus: np.ndarray,
+                      unique_tokens: np.ndarray) -> SharingStats:
+    """Stats of a synthetic workload: every request reads its whole corpus of ``tokens``."""
+    unique = np.asarray(unique_tokens, dtype=np.int64)
+    shared = np.full(len(unique), spec.tokens, dtype=np.int64)
+    definition = (f"{spec.corpora} synthetic corpora of {spec.tokens} tokens, requests spread "
+                  f"by corpus_popularity {spec.corpus_popularity!r}; a query keeps "
+                  f"{spec.chunks_selected_per_query} of {spec.n_chunks} chunks")
+    return sharing_stats("synthetic", definition, shared, unique, corpus,
+                         np.full(spec.corpora, spec.tokens), spec.tokens * spec.corpora)
+
+
+# -- Mooncake: corpora from prefix blocks -------------------------------------------------
+MOONCAKE_DEFINITION = ("a corpus is the prefix tree of shared 512-token blocks (blocks in "
+                       ">= 2 requests) under one first block below the trunk (the prefix all "
+                       "requests share), plus the trunk; requests sharing only the trunk read "
+                       "the trunk corpus")
 
 
 @dataclass(frozen=True)
 class MooncakeSplit:
-    """Per request: corpus id (0 = most popular), shared and unique tokens; plus stats."""
+    """Per request: corpus id (0 = most popular; -1: shares nothing), shared and unique
+    tokens; the size of each corpus; the stats."""
 
-    corpus: np.ndarray
-    shared_tokens: np.ndarray
-    unique_tokens: np.ndarray
-    corpus_tokens: np.ndarray  # size of each corpus in tokens, by corpus id
+    corpus: np.ndarray  # int64 per request
+    shared_tokens: np.ndarray  # int64 per request
+    unique_tokens: np.ndarray  # int64 per request, >= 1
+    corpus_tokens: np.ndarray  # int64 per corpus id
+    trunk_blocks: int
     stats: SharingStats
 
 
-def split_mooncake(hash_ids: list[list[int]], input_lengths: np.ndarray) -> MooncakeSplit:
-    """Read shared corpora off the trace's prefix blocks (see the module docstring)."""
-    seen = Counter(h for ids in hash_ids for h in set(ids))
-    n = len(hash_ids)
-    shared_blocks = np.zeros(n, dtype=np.int64)
-    family_of: list[Any] = []
-    family_blocks: dict[Any, set[int]] = defaultdict(set)
-    for i, ids in enumerate(hash_ids):
-        count = 0
-        for h in ids:  # sharing is a prefix: count the leading shared blocks
-            if seen[h] > 1:
-                count += 1
-            else:
-                break
-        shared_blocks[i] = count
-        family = ids[1] if count >= 2 else ("root" if count == 1 else None)
-        family_of.append(family)
-        if family is not None:
-            family_blocks[family].update(ids[:count])
-    popularity = Counter(f for f in family_of if f is not None)
-    order = sorted(popularity, key=lambda f: (-popularity[f], str(f)))
-    ids_of = {f: i for i, f in enumerate(order)}
-    corpus = np.array([ids_of.get(f, -1) for f in family_of], dtype=np.int64)
-    corpus_tokens = np.array([len(family_blocks[f]) * MOONCAKE_BLOCK_TOKENS for f in order],
-                             dtype=np.int64)
+def split_mooncake(hash_ids: list[list[int]], input_lengths: Any,
+                   block_tokens: int = MOONCAKE_BLOCK_TOKENS) -> MooncakeSplit:
+    """Read shared corpora off prefix-block hash ids (the module docstring defines them)."""
     lengths = np.asarray(input_lengths, dtype=np.int64)
-    shared = np.minimum(shared_blocks * MOONCAKE_BLOCK_TOKENS, np.maximum(lengths - 1, 0))
-    unique = np.maximum(lengths - shared, 1)
-    shared = lengths - unique
-    sizes = corpus_tokens if len(corpus_tokens) else np.zeros(1)
-    stats = SharingStats(
-        requests=n, prompt_tokens=int(lengths.sum()), shared_prompt_tokens=int(shared.sum()),
-        corpora=len(order), corpus_tokens_p50=float(np.percentile(sizes, 50)),
-        corpus_tokens_p90=float(np.percentile(sizes, 90)), corpus_tokens_max=int(sizes.max()),
-        corpus_tokens_total=int(len(set().union(*family_blocks.values())) * MOONCAKE_BLOCK_TOKENS
-                                if family_blocks else 0),
-        requests_per_corpus_top=[popularity[f] for f in order[:10]],
-        mean_shared_tokens=float(shared.mean()) if n else 0.0,
-        mean_unique_tokens=float(unique.mean()) if n else 0.0,
-    )
-    return MooncakeSplit(corpus, shared, unique, corpus_tokens, stats)
+    n = len(hash_ids)
+    if len(lengths) != n:
+        raise WorkloadError(f"split_mooncake: {n} hash_ids lists for {len(lengths)} lengths")
+    # one row per (request, block position): request, position, block (as an index 0..U-1)
+    lens = np.fromiter((len(ids) for ids in hash_ids), dtype=np.int64, count=n)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if n else lens
+    flat = np.fromiter(chain.from_iterable(hash_ids), dtype=np.int64, count=int(lens.sum()))
+    req = np.repeat(np.arange(n, dtype=np.int64), lens)
+    pos = np.arange(len(flat), dtype=np.int64) - np.repeat(starts, lens)
+    block = _dense_ids(flat)
+    n_blocks = int(block.max()) + 1 if len(block) else 0
+
+    # a block is shared when at least two distinct requests have it
+    pair = _distinct(block * max(n, 1) + req)
+    users = np.bincount(pair // max(n, 1), minlength=n_blocks)
+    shared_row = users[block] >= 2
+    # a request's shared prefix: its leading run of shared blocks
+    first_unique = np.where(shared_row, np.repeat(lens, lens), pos)
+    prefix = np.zeros(n, dtype=np.int64)
+    nonempty = lens > 0
+    if nonempty.any():
+        prefix[nonempty] = np.minimum.reduceat(first_unique, starts[nonempty])
+    in_prefix = pos < prefix[req]
+    trunk = _common_prefix(flat, starts, lens, int(prefix.min()) if n else 0)
+
+    # corpus key per request: the block below the trunk, the trunk (n_blocks), or none (-1)
+    key = np.full(n, -1, dtype=np.int64)
+    key[prefix > 0] = n_blocks
+    branch = prefix > trunk
+    key[branch] = block[starts[branch] + trunk]
+    has = key >= 0
+    members = np.bincount(key[has], minlength=n_blocks + 1)
+    first_req = np.full(n_blocks + 1, n, dtype=np.int64)
+    np.minimum.at(first_req, key[has], np.nonzero(has)[0])
+
+    # a block's tokens: its largest extent (a prompt's last block may be partial)
+    tokens = np.clip(lengths[req] - block_tokens * pos, 0, block_tokens)
+    extent = np.zeros(n_blocks, dtype=np.int64)
+    np.maximum.at(extent, block[in_prefix], tokens[in_prefix])
+    cb = _distinct(key[req[in_prefix]] * max(n_blocks, 1) + block[in_prefix])
+    size = np.bincount(cb // max(n_blocks, 1), weights=extent[cb % max(n_blocks, 1)],
+                       minlength=n_blocks + 1).astype(np.int64)
+
+    keys = np.nonzero(members)[0]
+    order = keys[np.lexsort((first_req[keys], -size[keys], -members[keys]))]
+    id_of = np.full(n_blocks + 1, -1, dtype=np.int64)
+    id_of[order] = np.arange(len(order))
+    corpus = np.where(has, id_of[np.maximum(key, 0)], -1)
+
+    shared = np.minimum(prefix * block_tokens, lengths)
+    shared = np.maximum(np.where(shared >= lengths, lengths - 1, shared), 0)  # unique >= 1
+    unique = lengths - shared
+    corpus_tokens = size[order]
+    stats = sharing_stats("mooncake", MOONCAKE_DEFINITION, shared, unique, corpus,
+                          corpus_tokens, int(extent.sum()))
+    return MooncakeSplit(corpus, shared, unique, corpus_tokens, trunk, stats)
 
 
-def load_mooncake_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
-    """(timestamps ms, input lengths, output lengths, hash_ids) with line-numbered errors."""
-    ts, ins, outs, hashes = [], [], [], []
-    try:
-        fh = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise WorkloadError(f"{path}: cannot read the trace: {exc.strerror}") from None
-    with fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise WorkloadError(f"{path}: line {lineno}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise WorkloadError(f"{path}: line {lineno}: expected a JSON object")
-            for key, kind in (("timestamp", (int, float)), ("input_length", int),
-                              ("output_length", int), ("hash_ids", list)):
-                v = row.get(key)
-                if isinstance(v, bool) or not isinstance(v, kind):
-                    raise WorkloadError(f"{path}: line {lineno}: field {key!r}: expected "
-                                        f"{'a list' if kind is list else 'a number'}, got {v!r}")
-            if row["timestamp"] < 0 or row["input_length"] < 1 or row["output_length"] < 0:
-                raise WorkloadError(f"{path}: line {lineno}: timestamp >= 0, input_length >= 1 "
-                                    f"and output_length >= 0 expected")
-            ts.append(float(row["timestamp"]))
-            ins.append(row["input_length"])
-            outs.append(row["output_length"])
-            hashes.append([int(h) for h in row["hash_ids"]])
-    if not ts:
-        raise WorkloadError(f"{path}: the trace has no requests")
-    return np.array(ts), np.array(ins, dtype=np.int64), np.array(outs, dtype=np.int64), hashes
+def _dense_ids(a: np.ndarray) -> np.ndarray:
+    """Each value's rank among the distinct values of ``a`` (0..distinct-1), by sorting."""
+    order = np.argsort(a, kind="stable")
+    s = a[order]
+    ids = np.empty(len(a), dtype=np.int64)
+    if len(a):
+        ids[order] = np.cumsum(np.concatenate([[False], s[1:] != s[:-1]]))
+    return ids
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """The distinct values of ``a``, ascending (a sort; faster here than ``np.unique``)."""
+    s = np.sort(a)
+    return s[np.concatenate([[True], s[1:] != s[:-1]])] if len(s) else s
+
+
+def _common_prefix(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, limit: int) -> int:
+    """Length of the prefix every request's block list shares, at most ``limit``."""
+    t = 0
+    while t < limit and (lens > t).all() and (flat[starts + t] == flat[starts[0] + t]).all():
+        t += 1
+    return t
