@@ -1,0 +1,54 @@
+"""What travels between unique and shared nodes: query batches and prefill jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from simpy.events import Event
+
+
+@dataclass(slots=True, eq=False)
+class QueryMessage:
+    """One unique node's batch of queries for one layer (or one folded step) to one shared
+    node: per local chunk, how many queries selected it.
+
+    ``rounds`` is how many layers the message stands for (1 at layer granularity, the
+    model's layers at step granularity: costs and bytes scale by it). ``reply`` fires when
+    the partials are back at the unique node. Times are ns; -1 means not yet.
+    """
+
+    src_host: int
+    layer: int
+    remaining: np.ndarray  # int64[local chunks]: queries per chunk not yet computed
+    requests: int
+    rounds: int
+    reply: Event
+    t_sent: int
+    max_count: int = 0  # remaining.max(), kept to spare a reduction per look
+    pairs: int = 0  # remaining.sum()
+    t_arrive: int = -1
+    t_first_launch: int = -1
+    t_done: int = -1
+    t_back: int = -1
+    compute_ns: int = 0
+    launches: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class PrefillJob:
+    """The shared-corpus part of a group of prompts' prefill, for one shared node."""
+
+    src_host: int
+    cost_ns: int
+    partial_bytes: int
+    rounds: int
+    reply: Event
+    t_sent: int
+    t_arrive: int = -1
+    t_start: int = -1
+    t_done: int = -1
+    t_back: int = -1
+
+
+__all__ = ["QueryMessage", "PrefillJob"]

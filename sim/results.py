@@ -1,0 +1,132 @@
+"""A run's results folder, written atomically.
+
+Everything is written into ``<parent>/.tmp-<name>-XXXX/`` beside the target and moved into
+place with one ``os.replace`` at the end, so a folder under its final name is always
+complete; on any error the temporary folder is removed. Contents:
+
+- ``config.yaml``: the resolved config, headed by the package version and seed;
+- ``summary.json``: deterministic metrics (same config + seed -> same bytes);
+- ``requests.csv``: one row per arrived request;
+- ``timeseries.csv``: throughput, running, queue lengths over simulated time;
+- ``run_info.json``: wall time, events, events/s (the non-deterministic part);
+- ``report.md`` / ``report.html`` / plots, when ``sim.report`` is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sim.run import RunResult
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("moska-sim")
+    except Exception:  # noqa: BLE001 - not installed: run from a checkout
+        return "unknown"
+
+
+def default_out_dir(name: str, root: Path = Path("results")) -> Path:
+    """``results/<name>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... if that exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = root / f"{name}-{stamp}"
+    path, i = base, 2
+    while path.exists():
+        path = base.with_name(f"{base.name}-{i}")
+        i += 1
+    return path
+
+
+def config_yaml(config: Any, seed: int) -> str:
+    """The resolved config as YAML, with the version and seed on top (as comments, so the
+    file loads back as the same config)."""
+    head = f"# moska-sim {package_version()}\n# seed: {seed}\n"
+    if hasattr(config, "to_yaml"):
+        return head + config.to_yaml()
+    import yaml
+
+    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+    return head + yaml.safe_dump(data, sort_keys=False)
+
+
+def summary_json(summary: dict) -> str:
+    return json.dumps(summary, indent=2, allow_nan=False) + "\n"
+
+
+def _csv_text(header: list[str], rows: Any) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def timeseries_csv(header: list[str], rows: np.ndarray) -> str:
+    def fmt(v: float) -> str:
+        return "" if not np.isfinite(v) else f"{v:.9g}"
+
+    return _csv_text(header, ([fmt(v) for v in row] for row in rows.tolist()))
+
+
+def write_results(result: "RunResult", out_dir: Path | str | None = None) -> Path:
+    """Write the results folder of ``result``; returns its final path."""
+    name = str(result.summary.get("name", "run"))
+    target = Path(out_dir) if out_dir is not None else default_out_dir(name)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"results folder {target} exists and is not empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        seed = int(result.summary.get("seed", 0))
+        if result.config is not None:
+            (tmp / "config.yaml").write_text(config_yaml(result.config, seed))
+        (tmp / "summary.json").write_text(summary_json(result.summary))
+        (tmp / "requests.csv").write_text(_csv_text(result.requests_header, result.requests_rows))
+        (tmp / "timeseries.csv").write_text(
+            timeseries_csv(result.timeseries_header, result.timeseries_rows))
+        info = dict(result.run_info)
+        info["report"] = _write_report(tmp, result.summary)
+        info["moska_sim_version"] = package_version()
+        info["python"] = sys.version.split()[0]
+        info["numpy"] = np.__version__
+        (tmp / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        os.chmod(tmp, 0o755)
+        if target.exists():
+            target.rmdir()  # empty: checked above
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_report(folder: Path, summary: dict) -> str:
+    """Plots and report.{md,html} via ``sim.report`` if present; says what happened."""
+    try:
+        from sim.report import write_run_report
+    except ImportError as exc:
+        print(f"warning: no report written ({exc})", file=sys.stderr)
+        return f"skipped: {exc}"
+    try:
+        write_run_report(folder, summary, folder / "requests.csv", folder / "timeseries.csv")
+    except Exception as exc:  # noqa: BLE001 - the data files are complete without it
+        print(f"warning: report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return f"failed: {type(exc).__name__}: {exc}"
+    return "written"
+
+
+__all__ = ["write_results", "default_out_dir", "config_yaml", "summary_json", "package_version"]

@@ -1,0 +1,157 @@
+"""Conservation and policy invariants of the engine on small but busy runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sim.cluster import make_spec, memory_plan
+from sim.metrics import MAX_SAMPLES
+from sim.run import simulate
+from workloads.request import RequestSpec
+
+
+def poisson(n: int, rate_per_s: float, seed: int = 0, unique=(500, 3000), output=(8, 64)):
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1e9 / rate_per_s, n)).astype(np.int64)
+    return [RequestSpec(i, int(t[i]), int(rng.integers(*unique)), int(rng.integers(*output)))
+            for i in range(n)]
+
+
+def check(summary: dict) -> None:
+    inv = summary["invariants"]
+    assert all(inv.values()), inv
+    assert summary["requests_arrived"] == (summary["requests_completed"]
+                                           + summary["requests_in_flight"]
+                                           + summary["requests_rejected"])
+    for name, u in summary["utilization"].items():
+        assert 0.0 <= u <= 1.0, (name, u)
+    if summary["bytes"]:
+        b = summary["bytes"]
+        assert b["total_sent"] == b["total_received"] + b["in_flight_at_end"]
+    assert summary["max_chunk_batch"] <= summary["max_batch"]
+    assert summary["littles_law"]["relative_error"] < 1e-9
+
+
+@pytest.mark.parametrize("topology", ["switch", "ring", "fat_tree"])
+@pytest.mark.parametrize("granularity", ["step", "layer"])
+def test_moska_busy_run_conserves_everything(topology, granularity):
+    spec = make_spec(topology=topology, granularity=granularity, unique_nodes=3,
+                     shared_nodes=2, hosts_per_leaf=2, max_batch=12, window_ns=20_000,
+                     requests=60)
+    r = simulate(spec, poisson(60, 400.0))
+    s = r.summary
+    check(s)
+    assert s["requests_completed"] == 60
+    assert s["max_chunk_batch"] == 12  # the cap binds at this load
+    assert sum(v["split_messages"] for v in s["shared_nodes"].values()) > 0
+    assert isinstance(r.cluster.env.now, int)
+    assert len(r.timeseries_rows) <= MAX_SAMPLES + 1
+    assert sum(s["bytes"]["sent"].values()) == sum(s["bytes"]["received"].values())
+
+
+def test_duration_bound_leaves_requests_and_bytes_in_flight():
+    reqs = poisson(400, 300.0)
+    spec = make_spec(duration_ns=int(reqs[200].arrival_ns), window_ns=10_000)
+    s = simulate(spec, reqs).summary
+    check(s)
+    assert s["requests_arrived"] == 201
+    assert s["requests_in_flight"] > 0
+    assert s["sim_time_s"] == reqs[200].arrival_ns / 1e9
+
+
+def test_baselines_run_locally_and_leave_shared_nodes_unused():
+    for system in ("vanilla", "prefix_cache", "shared_gemm"):
+        spec = make_spec(system=system, shared_tokens=2**16, requests=40, unique_nodes=2)
+        s = simulate(spec, poisson(40, 200.0)).summary
+        check(s)
+        assert s["requests_completed"] == 40
+        assert not any(k.startswith("shared") for k in s["utilization"])
+        assert s["bytes"] == {}
+        assert any("shared node(s) unused" in n for n in s["notes"])
+
+
+def test_hbm_bounds_admission_and_too_big_requests_are_rejected():
+    # vanilla carries the corpus per request: a 1Mi corpus is 64 GiB of fp8 KV each
+    spec = make_spec(system="vanilla", unique_nodes=1, requests=12)
+    plan = memory_plan(spec)
+    per_req = (2**20 + 2000 + 32) * plan.kv_bytes_per_token
+    fits = int(plan.kv_capacity_bytes // per_req)
+    reqs = [RequestSpec(i, i * 1000, 2000, 32) for i in range(11)]
+    reqs.append(RequestSpec(11, 11_000, 10**7, 32))  # ~600 GiB of KV: never fits
+    r = simulate(spec, reqs)
+    s = r.summary
+    check(s)
+    assert s["requests_rejected"] == 1
+    assert s["reject_reasons"] == {"kv_exceeds_replica_hbm": 1}
+    assert s["requests_completed"] == 11
+    assert 1 <= s["unique_nodes"]["unique0"]["max_running"] <= fits
+    assert r.cluster.unique[0].max_kv_used <= plan.kv_capacity_bytes
+
+
+def test_nothing_fits_fails_naming_the_fields():
+    spec = make_spec(system="vanilla", unique_nodes=1, shared_tokens=2**23, requests=1)
+    with pytest.raises(ValueError, match="workload.shared.tokens"):
+        simulate(spec, [RequestSpec(0, 0, 100, 10)])
+    huge = make_spec(system="prefix_cache", unique_nodes=1, shared_tokens=2**23, requests=1)
+    with pytest.raises(ValueError, match="cluster.unique.chip"):
+        memory_plan(huge)
+    too_much_shared = make_spec(shared_tokens=2**24, shared_nodes=1, requests=1)
+    with pytest.raises(ValueError, match="cluster.shared"):
+        memory_plan(too_much_shared)
+
+
+def test_max_running_caps_each_node_and_dispatch_is_least_loaded():
+    spec = make_spec(system="shared_gemm", shared_tokens=0, unique_nodes=3, shared_nodes=0,
+                     max_running=4, requests=30)
+    reqs = [RequestSpec(i, 0, 1000, 50) for i in range(30)]  # all at once
+    r = simulate(spec, reqs)
+    s = r.summary
+    check(s)
+    for name, u in s["unique_nodes"].items():
+        assert u["max_running"] == 4
+        assert u["requests"] == 10  # ties to the lowest id: 0, 1, 2, 0, 1, 2, ...
+    assert list(r.cluster.log.node[:6]) == [0, 1, 2, 0, 1, 2]
+
+
+def test_closed_loop_keeps_concurrency_in_flight():
+    spec = make_spec(requests=50, window_ns=0)
+    reqs = [RequestSpec(i, 0, 1000, 10) for i in range(50)]
+    r = simulate(spec, reqs, closed_loop_concurrency=6)
+    s = r.summary
+    check(s)
+    assert s["requests_completed"] == 50
+    assert s["max_in_system"] == 6
+    log = r.cluster.log
+    assert (log.arrival_ns[:6] == 0).all()
+    # each later request arrives exactly when an earlier one completes
+    done = set(log.done_ns.tolist())
+    assert all(a in done for a in log.arrival_ns[6:].tolist())
+
+
+def test_window_batches_messages_from_different_unique_nodes():
+    base = make_spec(unique_nodes=4, shared_nodes=1, requests=4, max_batch=512)
+    reqs = [RequestSpec(i, 0, 1000, 20) for i in range(4)]
+    eager = simulate(dataclasses.replace(base, window_ns=0), reqs).summary
+    patient = simulate(dataclasses.replace(base, window_ns=20_000_000), reqs).summary
+    for s in (eager, patient):
+        check(s)
+    e, p = eager["shared_nodes"]["shared0"], patient["shared_nodes"]["shared0"]
+    assert e["messages"] == p["messages"]
+    assert p["launches"] < e["launches"]
+    assert p["mean_chunk_batch"] > e["mean_chunk_batch"]
+    assert patient["time_breakdown_ms"]["queueing"] > eager["time_breakdown_ms"]["queueing"]
+
+
+def test_a_full_chunk_launches_before_the_window_ends():
+    spec = make_spec(unique_nodes=2, shared_nodes=1, requests=64, max_batch=8,
+                     window_ns=10**12, keep_fraction=1.0, shared_tokens=2**14)
+    reqs = [RequestSpec(i, 0, 1000, 4) for i in range(64)]
+    r = simulate(spec, reqs)
+    s = r.summary
+    check(s)
+    assert s["requests_completed"] == 64  # never waited the (huge) window out
+    assert s["sim_time_s"] < 1.0
+    assert s["max_chunk_batch"] == 8
