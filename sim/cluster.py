@@ -319,11 +319,12 @@ class Cluster:
         self.unused_shared_nodes = spec.shared_nodes - S
 
     # -- routing --------------------------------------------------------------------------
-    def route(self, corpus_ids: np.ndarray, batch: int) -> list[NodeLoad]:
-        """Each shared node's share of this batch's routed queries."""
+    def route(self, corpus_ids: np.ndarray, batch: int, layer: int = 0) -> list[NodeLoad]:
+        """Each shared node's share of this batch's routed queries (``layer``: the decode
+        layer of the round trip, 0 at granularity step)."""
         routers = self.routers
         if len(routers) == 1:
-            return routers[0].route(batch)
+            return routers[0].route(batch, layer)
         per_corpus = np.bincount(corpus_ids, minlength=len(routers))
         counts = [np.zeros(n.local_chunks, dtype=np.int64) for n in self.shared]
         reqs = [0] * len(self.shared)
@@ -331,7 +332,7 @@ class Cluster:
             if not n:
                 continue
             router = routers[corpus]
-            for s, ld in enumerate(router.route(n)):
+            for s, ld in enumerate(router.route(n, layer)):
                 counts[s][router.slot_by_node[s]] += ld.counts
                 reqs[s] += ld.requests
         return [NodeLoad(c, r, int(c.sum()), int(c.max()) if len(c) else 0)

@@ -202,10 +202,10 @@ class QueryRouter:
             self._expect[n] = expect
         return [min(p, max(e, 1)) if p else 0 for p, e in zip(pairs, expect)]
 
-    def route(self, n_queries: int) -> list[NodeLoad]:
+    def route(self, n_queries: int, layer: int = 0) -> list[NodeLoad]:
         """The batch's load on each shared node, counts indexed by the node's local slot
         minus this corpus's first slot there (one corpus: chunk ``c`` is slot ``c // S``
-        of node ``c % S``)."""
+        of node ``c % S``). ``layer`` is unused here (a trace replay's router reads it)."""
         per_chunk, pairs, reqs = self._draw(n_queries)
         S = self.S
         if self._regular:

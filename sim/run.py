@@ -111,6 +111,10 @@ def simulate(
         cluster.routers = []
         for c in range(spec.corpora):
             chunk_router = factory(c, rng)
+            if hasattr(chunk_router, "query_router"):  # e.g. sim.replay: counts its own way
+                cluster.routers.append(chunk_router.query_router(n, spec.shared_nodes, rng,
+                                                                 offset=c * n))
+                continue
             k = int(getattr(chunk_router, "k", spec.keep_chunks))
             cluster.routers.append(QueryRouter(chunk_router, n, k, spec.shared_nodes, rng,
                                                uniform=_is_uniform(popularity), offset=c * n))

@@ -264,7 +264,7 @@ class UniqueNode:
         fabric = cluster.fabric
         now = env.now
         msgs: list[QueryMessage] = []
-        for node, load in zip(cluster.shared, cluster.route(self.R[:, CORPUS], B)):
+        for node, load in zip(cluster.shared, cluster.route(self.R[:, CORPUS], B, layer)):
             reqs = load.requests
             if reqs <= 0:
                 continue
