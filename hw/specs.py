@@ -59,10 +59,16 @@ class ChipSpec:
     notes: str = ""
 
     def __hash__(self) -> int:  # peak_tflops is a dict; hash its items with the rest
-        return hash(tuple(
-            tuple(sorted(v.items())) if isinstance(v, dict) else v
-            for v in (getattr(self, f.name) for f in dataclasses.fields(self))
-        ))
+        # NOTE: for performance: cached (every kernel_cost lookup hashes the chip); the
+        # spec is frozen, and peak_tflops is never mutated after loading.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(
+                tuple(sorted(v.items())) if isinstance(v, dict) else v
+                for v in (getattr(self, f.name) for f in dataclasses.fields(self))
+            ))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     @property
     def clock_hz(self) -> float:

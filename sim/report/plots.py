@@ -544,14 +544,22 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
     labels = list(load_sweep)
     colors = palette(len(labels))
     with _style():
-        fig = _figure(12.0, 4.5)
+        fig = _figure(12.0, 5.0)
         ax_t, ax_p = fig.subplots(1, 2)
         ax_t.set_title("Throughput vs offered load")
         ax_p.set_title("p99 TPOT vs offered load")
         any_p99 = False
         p99_all: list[np.ndarray] = []
+        axes = {str(load_sweep[label].get("axis", "rate")) for label in labels}
+        if axes == {"concurrency"}:
+            xlabel = "offered load (concurrent requests, closed loop)"
+        elif "concurrency" in axes:
+            xlabel = "offered load (requests/s; closed-loop configs: concurrency)"
+        else:
+            xlabel = "offered load (requests/s)"
         for label, color in zip(labels, colors):
             sweep = load_sweep[label]
+            sat_unit = " concurrent" if sweep.get("axis") == "concurrency" else "/s"
             x = _floats(sweep.get("offered_rate_per_s"))
             t = _floats(sweep.get("throughput_tokens_per_s"))
             n = min(x.size, t.size)
@@ -559,7 +567,7 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
             sat = saturation_index(x.tolist(), t.tolist())
             name = shorten(label, 36)
             if sat is not None:
-                name += f" (saturates ≈ {format_tick(x[sat])}/s)"
+                name += f" (saturates ≈ {format_tick(x[sat])}{sat_unit})"
             ax_t.plot(x, t, "o-", color=color, lw=1.5, ms=4, label=name)
             if sat is not None:
                 ax_t.axvline(x[sat], color=color, ls=":", lw=1.1)
@@ -569,16 +577,18 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
             if m and np.isfinite(p[:m]).any():
                 any_p99 = True
                 p99_all.append(p[:m][np.isfinite(p[:m])])
-                ax_p.plot(x[:m], p[:m], "o-", color=color, lw=1.5, ms=4, label=shorten(label, 36))
+                ax_p.plot(x[:m], p[:m], "o-", color=color, lw=1.5, ms=4)
                 if sat is not None and sat < m:
                     ax_p.axvline(x[sat], color=color, ls=":", lw=1.1)
-        ax_t.set_xlabel("offered load (requests/s)")
+        ax_t.set_xlabel(xlabel)
         ax_t.set_ylabel("throughput (tokens/s)")
         ax_t.set_ylim(bottom=0)
         ax_t.set_xlim(left=0)
         ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_tick(v)))
         if labels:
-            ax_t.legend(loc="upper left", fontsize=8)
+            # below the axes: inside, the box hid the highest line
+            fig.legend(*ax_t.get_legend_handles_labels(), loc="outside lower center",
+                       ncols=min(2, len(labels)), fontsize=8, frameon=False)
             ax_t.text(
                 0.99,
                 0.02,
@@ -592,13 +602,12 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
         else:
             _no_data(ax_t)
         if any_p99:
-            ax_p.set_xlabel("offered load (requests/s)")
+            ax_p.set_xlabel(xlabel)
             ax_p.set_ylabel("p99 TPOT (ms)")
             ax_p.set_xlim(left=0)
             if _wants_log(p99_all):
                 ax_p.set_yscale("log")
             ax_p.yaxis.set_major_formatter(_ms_formatter())
-            ax_p.legend(loc="upper left", fontsize=8)
         else:
             _no_data(ax_p, "no p99_tpot_ms in load sweep")
         return figure_png(fig)
