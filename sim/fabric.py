@@ -157,6 +157,7 @@ class Fabric:
         self.bytes_sent = [0] * len(self.hosts)
         self.bytes_received = [0] * len(self.hosts)
         self._routes: dict[tuple[int, int], Route] = {}
+        self.tl = None  # the timeline recorder (sim.timeline), when one is attached
 
     # -- routes ---------------------------------------------------------------------------
     def route(self, src: int, dst: int) -> Route:
@@ -220,6 +221,8 @@ class Fabric:
             msgs[li] += 1
         if start > now:
             self._queue(links, now, start)
+        if self.tl is not None:
+            self.tl.transfer(links, start, ser, nbytes, src, dst, rounds)
         self.bytes_sent[src] += nbytes
         ev = event if event is not None else Event(env)
         ev.callbacks.insert(0, _Delivered(self.bytes_received, dst, nbytes))

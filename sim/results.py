@@ -9,6 +9,8 @@ complete; on any error the temporary folder is removed. Contents:
 - ``requests.csv``: one row per arrived request;
 - ``timeseries.csv``: throughput, running, queue lengths over simulated time;
 - ``run_info.json``: wall time, events, events/s (the non-deterministic part);
+- ``timeline.json``: a Chrome trace / Perfetto timeline, when one was recorded
+  (``--timeline``; see docs/timeline.md);
 - ``report.md`` / ``report.html`` / plots, when ``sim.report`` is installed.
 """
 
@@ -98,6 +100,9 @@ def write_results(result: "RunResult", out_dir: Path | str | None = None) -> Pat
         (tmp / "requests.csv").write_text(_csv_text(result.requests_header, result.requests_rows))
         (tmp / "timeseries.csv").write_text(
             timeseries_csv(result.timeseries_header, result.timeseries_rows))
+        tl = getattr(result, "timeline", None)
+        if tl is not None:
+            (tmp / "timeline.json").write_text(tl.to_json())
         info = dict(result.run_info)
         info["report"] = _write_report(tmp, result.summary)
         info["moska_sim_version"] = package_version()

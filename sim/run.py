@@ -45,6 +45,7 @@ class RunResult:
     config: Any = None
     out_dir: Path | None = None
     cluster: Cluster | None = field(default=None, repr=False)
+    timeline: Any = field(default=None, repr=False)  # sim.timeline.Timeline, if recorded
 
 
 # -- progress ---------------------------------------------------------------------------
@@ -99,11 +100,20 @@ def simulate(
     popularity: Any = "uniform",
     sharing: dict | None = None,
     progress: bool = False,
+    timeline: Any = None,
 ) -> RunResult:
-    """Simulate ``requests`` on the cluster ``spec`` describes; no files are written."""
+    """Simulate ``requests`` on the cluster ``spec`` describes; no files are written.
+
+    ``timeline`` (a ``sim.timeline.TimelineOptions``) records a Chrome/Perfetto trace into
+    ``RunResult.timeline``; None (the default) records nothing."""
     engine = Engine(spec.seed)
     env = engine.env
     cluster = Cluster(engine, spec, requests, closed_loop_concurrency=closed_loop_concurrency)
+    tl = None
+    if timeline is not None:
+        from sim.timeline import Timeline
+
+        tl = Timeline(timeline).attach(cluster)
     if cluster.remote_shared:
         factory = make_router or _default_router_factory(spec, popularity)
         rng = engine.rng["routing"]
@@ -170,6 +180,8 @@ def simulate(
     assert isinstance(env.now, int), "the clock left the integers"
     for u in cluster.unique:
         u.flush_generated()
+    if tl is not None:
+        tl.finish(cluster, t_end)
     if not sampler.times or sampler.times[-1] < t_end:
         sampler.sample(t_end)
     summary = summarize(cluster, t_end, sampler, sharing)
@@ -187,8 +199,10 @@ def simulate(
         "routing_draws": {"exact": sum(r.exact_draws for r in cluster.routers),
                           "binomial": sum(r.binomial_draws for r in cluster.routers)},
     }
+    if tl is not None:
+        run_info["timeline"] = tl.summary()
     return RunResult(summary, req_header, req_rows, ts_names, ts_rows, run_info,
-                     cluster=cluster)
+                     cluster=cluster, timeline=tl)
 
 
 def request_rows(cluster: Cluster) -> tuple[list[str], list[list[Any]]]:
@@ -269,9 +283,10 @@ def _sharing_dict(stats: Any) -> dict | None:
 
 
 def run_simulation(config: Any, out_dir: Path | str | None = None, progress: bool = True,
-                   *, write: bool = True) -> RunResult:
+                   *, write: bool = True, timeline: Any = None) -> RunResult:
     """Simulate ``config`` (an ``ExperimentConfig`` or a path to its YAML) and, unless
-    ``write`` is False, write its results folder (default ``results/<name>-<time>/``)."""
+    ``write`` is False, write its results folder (default ``results/<name>-<time>/``).
+    ``timeline`` (``sim.timeline.TimelineOptions``): also write ``timeline.json``."""
     if isinstance(config, (str, Path)):
         from sim.config import load_config
 
@@ -286,7 +301,7 @@ def run_simulation(config: Any, out_dir: Path | str | None = None, progress: boo
     result = simulate(spec, list(plan.requests),
                       closed_loop_concurrency=getattr(plan, "closed_loop_concurrency", None),
                       popularity=popularity, sharing=_sharing_dict(getattr(plan, "sharing", None)),
-                      progress=progress)
+                      progress=progress, timeline=timeline)
     result.config = config
     result.summary["config"] = _config_dict(config)
     if write:
@@ -304,21 +319,28 @@ def _config_dict(config: Any) -> dict:
 
 
 def run_main(argv: list[str]) -> int:
-    """``moska-sim run CONFIG [--out DIR] [--no-progress]``."""
+    """``moska-sim run CONFIG [--out DIR] [--no-progress] [--timeline [--timeline-window
+    START:END] [--timeline-max-events N]]``."""
     parser = argparse.ArgumentParser(prog="moska-sim run",
                                      description="Simulate one experiment YAML.")
     parser.add_argument("config", type=Path, help="experiment YAML")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from sim.timeline import add_timeline_arguments, options_from_args, print_note
+
+    add_timeline_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        timeline = options_from_args(args)
         if args.out is not None and args.out.exists() and any(args.out.iterdir()):
             raise ValueError(f"--out: {args.out} exists and is not empty")
-        result = run_simulation(args.config, args.out, progress=not args.no_progress)
+        result = run_simulation(args.config, args.out, progress=not args.no_progress,
+                                timeline=timeline)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"moska-sim run: error: {exc}", file=sys.stderr)
         return 2
+    print_note(result.timeline)
     s = result.summary
     print(f"{s['name']}: {s['requests_completed']} completed, {s['requests_in_flight']} in "
           f"flight, {s['requests_rejected']} rejected in {s['sim_time_s']:.3f} s simulated; "

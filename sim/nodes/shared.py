@@ -73,6 +73,7 @@ class SharedNode:
         self.split_messages = 0
         self.prefill_jobs = 0
         self.prefill_busy_ns = 0
+        self.tl = None  # the timeline recorder (sim.timeline), when one is attached
         self.process = self.env.process(self.run())
 
     # -- arrivals -------------------------------------------------------------------------
@@ -146,6 +147,9 @@ class SharedNode:
         now = self.env.now
         job.t_start = now
         self._busy(now, job.cost_ns)
+        if self.tl is not None:
+            self.tl.kernel(self.index, "prefill_attention", now, job.cost_ns,
+                           {"src": self.tl.host_name(job.src_host), "rounds": job.rounds})
         self.prefill_jobs += 1
         self.prefill_busy_ns += job.cost_ns
         yield self.env.timeout(job.cost_ns)
@@ -225,6 +229,11 @@ class SharedNode:
         self.launch_pairs += pairs
         self.launch_chunks += chunks
         self._busy(now, cost)
+        if self.tl is not None:
+            self.tl.kernel(self.index, "grouped_shared_attention", now, cost,
+                           {"requests": requests, "pairs": pairs, "chunks": chunks,
+                            "max_chunk_batch": biggest, "messages": len(parts),
+                            "layers": len(take), "rounds": rounds})
         yield env.timeout(cost)
         now = env.now
         for msg in done:

@@ -86,6 +86,7 @@ class UniqueNode:
         self.steps = 0
         self.prefills = 0
         self.max_batch_seen = 0
+        self.tl = None  # the timeline recorder (sim.timeline), when one is attached
         self.process = self.env.process(self.run())
 
     # -- load and arrivals ----------------------------------------------------------------
@@ -154,6 +155,9 @@ class UniqueNode:
         log = self.log
         pricer = self.pricer
         t0 = env.now
+        tl = self.tl
+        if tl is not None:
+            tl.begin(self.index, "prefill", t0)
         rows = log.rows[ids]
         pre = post = shared = qb = pb = 0
         ctx = sctx = 0
@@ -198,6 +202,9 @@ class UniqueNode:
         left = first_out - 1
         if empty or left < self._to_next_finish:
             self._to_next_finish = left
+        if tl is not None:
+            tl.end(self.index, now, {"requests": n, "prompt_tokens": ctx - n,
+                                     "shared_tokens": sctx})
         if left <= 0:
             self._retire(now)
 
@@ -211,12 +218,20 @@ class UniqueNode:
             replies.append(job.reply)
             fabric.send(self.host, node.host, qbytes, rounds=self.layers,
                         on_delivery=lambda _e, n=node, j=job: n.receive_job(j))
+        tl = self.tl
+        if tl is not None:
+            tl.round_trip_begin(self.index, env.now, len(replies))
         yield replies[0] if len(replies) == 1 else env.all_of(replies)
+        if tl is not None:
+            tl.round_trip_end(self.index, env.now)
 
     # -- decode ---------------------------------------------------------------------------
     def _decode_step(self):  # noqa: ANN202
         env = self.env
         B = len(self.R)
+        tl = self.tl
+        if tl is not None:
+            tl.begin(self.index, "decode", env.now)
         if B > self.max_batch_seen:
             self.max_batch_seen = B
         uctx = bucket((2 * self._ctx_sum + B) // (2 * B))  # the mean, rounded
@@ -254,6 +269,9 @@ class UniqueNode:
         self._ctx_sum += B
         self.cluster.tokens.add(now, B)
         self._to_next_finish -= 1
+        if tl is not None:
+            tl.end(self.index, now, {"batch": B, "tokens": B, "context_tokens": uctx,
+                                     "shared_tokens": sctx})
         if self._to_next_finish <= 0:
             self._retire(now)
 
@@ -275,7 +293,12 @@ class UniqueNode:
                         rounds=rounds, on_delivery=lambda _e, n=node, m=msg: n.receive(m))
         if not msgs:
             return
+        tl = self.tl
+        if tl is not None:
+            tl.round_trip_begin(self.index, now, len(msgs))
         yield msgs[0].reply if len(msgs) == 1 else env.all_of([m.reply for m in msgs])
+        if tl is not None:
+            tl.round_trip_end(self.index, env.now)
         crit = max(msgs, key=lambda m: m.t_back)
         rt = crit.t_back - crit.t_sent
         wait = crit.t_done - crit.t_arrive - crit.compute_ns
