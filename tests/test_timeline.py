@@ -148,6 +148,8 @@ def test_cli_writes_a_valid_trace_with_every_kind_of_track(tmp_path):
     assert sum(other["dropped"]["over_max_events"].values()) == 0
     info = json.loads((out / "run_info.json").read_text())
     assert info["timeline"]["events"] == other["events"]
+    if (out / "report.md").exists():
+        assert "timeline.json" in (out / "report.md").read_text()
 
 
 def test_no_timeline_without_the_flag(tmp_path):
@@ -158,6 +160,8 @@ def test_no_timeline_without_the_flag(tmp_path):
     out = tmp_path / "res"
     assert run_main([str(cfg_path), "--out", str(out), "--no-progress"]) == 0
     assert not (out / "timeline.json").exists()
+    if (out / "report.md").exists():
+        assert "timeline.json" not in (out / "report.md").read_text()
     r = run_simulation(config_from_dict(config()), progress=False, write=False)
     assert r.timeline is None
 

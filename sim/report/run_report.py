@@ -156,6 +156,9 @@ def write_run_report(
         notes = [notes]
     for note in notes if isinstance(notes, list) else []:
         doc.add(Note(str(note)))
+    if (out_dir / "timeline.json").exists():
+        doc.add(Note("timeline.json is a Chrome trace of this run: open it in "
+                     "https://ui.perfetto.dev (tracks: docs/timeline.md)."))
 
     # Latency
     doc.add(Heading("Latency"))
