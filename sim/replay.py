@@ -427,7 +427,7 @@ def replay_main(argv: list[str]) -> int:
     print(f"{s['name']} (replay of {r['trace']}): {s['requests_completed']} completed, "
           f"{s['requests_in_flight']} in flight, {s['requests_rejected']} rejected in "
           f"{s['sim_time_s']:.3f} s simulated; {s['throughput_tokens_per_s']:.1f} tokens/s; "
-          f"{r['queries_used']} of {r['queries_in_trace']} recorded queries used "
+          f"{r['queries_used']} queries routed from the trace's {r['queries_in_trace']} "
           f"({r['cycles']} cycle(s)); results in {result.out_dir}")
     return 0
 
