@@ -127,7 +127,7 @@ class TraceRouting:
 
     @classmethod
     def from_trace(cls, trace: Any, path: str, n_config_chunks: int, model_layers: int,
-                   granularity: str) -> "TraceRouting":
+                   granularity: str) -> TraceRouting:
         cols = trace.records.columns
         h = trace.header
         sizes = np.diff(cols.req_offsets)
@@ -215,7 +215,7 @@ class _TraceRouterFactory:
     def __init__(self, source: TraceRouting) -> None:
         self.source = source
 
-    def __call__(self, _corpus: int, _rng: np.random.Generator) -> "_TraceRouterFactory":
+    def __call__(self, _corpus: int, _rng: np.random.Generator) -> _TraceRouterFactory:
         return self
 
     def query_router(self, n_chunks: int, shared_nodes: int, rng: np.random.Generator, *,
@@ -362,7 +362,7 @@ def replay_simulation(trace_path: Path | str, config: Any, out_dir: Path | str |
         "trace_model": h.capture.get("model") if isinstance(h.capture, dict) else None,
         "trace_dtype": h.dtype,
         "trace_layers": h.layers,
-        "trace_steps": int(len(trace.steps())),
+        "trace_steps": len(trace.steps()),
         "trace_records": int(trace.n_records),
         "layers_replayed": source.layers,
         "granularity": spec.granularity,
@@ -432,5 +432,12 @@ def replay_main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["replay_main", "replay_simulation", "TraceRouting", "TraceQueryRouter", "ChunkMap",
-           "trace_requests", "check_model"]
+__all__ = [
+    "ChunkMap",
+    "TraceQueryRouter",
+    "TraceRouting",
+    "check_model",
+    "replay_main",
+    "replay_simulation",
+    "trace_requests",
+]
