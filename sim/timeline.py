@@ -51,7 +51,7 @@ UNIQUE, SHARED, LINKS, REQUESTS = 1, 2, 3, 4
 GROUPS = {UNIQUE: "unique nodes", SHARED: "shared nodes", LINKS: "fabric links",
           REQUESTS: "requests"}
 CATEGORIES = {UNIQUE: "unique", SHARED: "shared", LINKS: "link", REQUESTS: "request"}
-REJECTED_TID = 0  # requests' "rejected" track; slots are tids 1, 2, ...
+REJECTED_TID = 1 << 20  # requests' "rejected" track (listed first); slots are tids 1, 2, ...
 _INF = math.inf
 
 
@@ -349,10 +349,11 @@ class Timeline:
             out.append({"ph": "M", "pid": pid, "tid": 0, "ts": 0,
                         "name": "process_sort_index", "args": {"sort_index": pid}})
             for tid, name in tracks[pid]:
+                rank = 0 if (pid == REQUESTS and tid == REJECTED_TID) else tid
                 out.append({"ph": "M", "pid": pid, "tid": tid, "ts": 0, "name": "thread_name",
                             "args": {"name": name}})
                 out.append({"ph": "M", "pid": pid, "tid": tid, "ts": 0,
-                            "name": "thread_sort_index", "args": {"sort_index": tid}})
+                            "name": "thread_sort_index", "args": {"sort_index": rank}})
         return out
 
     def other_data(self) -> dict[str, Any]:

@@ -275,6 +275,19 @@ def test_non_disaggregated_run_has_node_and_request_tracks_only():
     assert pids == {UNIQUE, REQUESTS}
 
 
+def test_rejected_requests_are_instant_events_on_their_own_track():
+    big = {"dist": "uniform", "min": 1024, "max": 8 * 2**20}  # some exceed a replica's HBM
+    tr, summary, _ = trace(config(**{"workload.unique_tokens": big, "run.requests": 20}))
+    check_valid(tr)
+    assert summary["requests_rejected"] > 0
+    rejected = [e for e in body(tr) if e["ph"] == "i"]
+    assert len(rejected) == summary["requests_rejected"]
+    assert {track_names(tr)[(e["pid"], e["tid"])] for e in rejected} == {"rejected"}
+    lifetimes = [e for e in body(tr) if e["pid"] == REQUESTS and e["ph"] == "X"
+                 and e["name"].startswith("req ")]
+    assert len(lifetimes) == summary["requests_arrived"] - summary["requests_rejected"]
+
+
 def test_flags_and_window_parsing():
     p = argparse.ArgumentParser()
     add_timeline_arguments(p)
