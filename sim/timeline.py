@@ -123,8 +123,8 @@ class Timeline:
 
     def __init__(self, options: TimelineOptions | None = None) -> None:
         self.options = options or TimelineOptions()
-        self.w_start = int(round(self.options.start_s * 1e9))
-        self.w_end = _INF if self.options.end_s is None else int(round(self.options.end_s * 1e9))
+        self.w_start = round(self.options.start_s * 1e9)
+        self.w_end = _INF if self.options.end_s is None else round(self.options.end_s * 1e9)
         self.max_events = int(self.options.max_events)
         self._slack = max(1024, self.max_events // 4)
         self.events: list[tuple] = []
@@ -143,7 +143,7 @@ class Timeline:
         self.request_slots = 0
 
     # -- wiring ---------------------------------------------------------------------------
-    def attach(self, cluster: "Cluster") -> "Timeline":
+    def attach(self, cluster: Cluster) -> Timeline:
         """Hook the recorder into ``cluster``'s nodes and fabric (before the run)."""
         for u in cluster.unique:
             u.tl = self
@@ -151,7 +151,7 @@ class Timeline:
             s.tl = self
         if cluster.fabric is not None:
             cluster.fabric.tl = self
-            self.link_names = [n[len("link:"):] if n.startswith("link:") else n
+            self.link_names = [n.removeprefix("link:")
                                for n in cluster.fabric.link_names]
             self.hosts = list(cluster.fabric.hosts)
         self.unique_names = [u.name for u in cluster.unique]
@@ -230,7 +230,7 @@ class Timeline:
             self._add(LINKS, li + 1, "xfer", start, dur, args)
 
     # -- the end of the run ---------------------------------------------------------------
-    def finish(self, cluster: "Cluster", t_end: int) -> None:
+    def finish(self, cluster: Cluster, t_end: int) -> None:
         """Close open slices and add the request tracks (after the run, once)."""
         if self.finished:
             return
@@ -247,7 +247,7 @@ class Timeline:
         self.events.sort()
         self.meta["sim_time_s"] = t_end / 1e9
 
-    def _requests(self, cluster: "Cluster", t_end: int) -> None:
+    def _requests(self, cluster: Cluster, t_end: int) -> None:
         log = cluster.log
         import numpy as np
 
@@ -417,5 +417,12 @@ def print_note(tl: Timeline | None) -> None:
         print(msg, file=sys.stderr)
 
 
-__all__ = ["Timeline", "TimelineOptions", "DEFAULT_MAX_EVENTS", "parse_window",
-           "add_timeline_arguments", "options_from_args", "print_note"]
+__all__ = [
+    "DEFAULT_MAX_EVENTS",
+    "Timeline",
+    "TimelineOptions",
+    "add_timeline_arguments",
+    "options_from_args",
+    "parse_window",
+    "print_note",
+]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -199,8 +198,8 @@ def test_busy_time_matches_the_engine(over):
     assert shared and all(engine[k] > 0 for k in shared)
     for k in shared:  # the kernels in the timeline are exactly the shared node's busy time
         assert busy.get(k, 0) == engine[k], k
-    for k in engine:  # and the same holds for unique nodes and links
-        assert busy.get(k, 0) == engine[k], k
+    for k, v in engine.items():  # and the same holds for unique nodes and links
+        assert busy.get(k, 0) == v, k
 
 
 def test_window_keeps_exactly_the_overlapping_events_and_counts_the_rest():
@@ -217,8 +216,8 @@ def test_window_keeps_exactly_the_overlapping_events_and_counts_the_rest():
         return s < b_ns and (s + d > a_ns or s >= a_ns)
 
     assert all(overlaps(e) for e in body(win))
-    key = lambda e: (e["pid"], e["name"], e["ts"], e.get("dur"))  # noqa: E731
-    nonreq = lambda evs: [e for e in evs if e["pid"] != REQUESTS]  # noqa: E731
+    key = lambda e: (e["pid"], e["name"], e["ts"], e.get("dur"))
+    nonreq = lambda evs: [e for e in evs if e["pid"] != REQUESTS]
     # nodes and links: the same events; requests: the same slices (slots renumbered)
     assert nonreq(body(win)) == [e for e in nonreq(body(full)) if overlaps(e)]
     assert (sorted(key(e) for e in body(win) if e["pid"] == REQUESTS)
