@@ -273,7 +273,8 @@ def trace_requests(trace: Any, n_requests: int) -> tuple[list[RequestSpec], int,
 # -- the run -------------------------------------------------------------------------------
 def replay_simulation(trace_path: Path | str, config: Any, out_dir: Path | str | None = None,
                       *, arrivals: str = "config", progress: bool = True,
-                      write: bool = True, overrides: dict | None = None) -> Any:
+                      write: bool = True, overrides: dict | None = None,
+                      timeline: Any = None) -> Any:
     """Replay ``trace_path`` on ``config`` (an ``ExperimentConfig`` or a YAML path); write
     the results folder unless ``write`` is False. Returns a ``sim.run.RunResult``."""
     from sim.cluster import memory_plan, spec_from_config
@@ -348,7 +349,7 @@ def replay_simulation(trace_path: Path | str, config: Any, out_dir: Path | str |
     popularity = getattr(wl_shared, "popularity", "uniform") if wl_shared else "uniform"
     result = simulate(spec, requests, closed_loop_concurrency=closed,
                       make_router=_TraceRouterFactory(source), popularity=popularity,
-                      sharing=sharing, progress=progress)
+                      sharing=sharing, progress=progress, timeline=timeline)
     cycles = source.cycles if remote else 0
     if cycles:
         msg = (f"replay: {path} is shorter than the run: its {source.queries_in_trace} "
@@ -408,8 +409,12 @@ def replay_main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field by dotted path, e.g. run.requests=200")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from sim.timeline import add_timeline_arguments, options_from_args, print_note
+
+    add_timeline_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        timeline = options_from_args(args)
         if args.out is not None and args.out.exists() and any(args.out.iterdir()):
             raise ValueError(f"--out: {args.out} exists and is not empty")
         overrides = None
@@ -418,10 +423,12 @@ def replay_main(argv: list[str]) -> int:
 
             overrides = dict(parse_assignment(item) for item in args.set)
         result = replay_simulation(args.trace, args.config, args.out, arrivals=args.arrivals,
-                                   progress=not args.no_progress, overrides=overrides)
+                                   progress=not args.no_progress, overrides=overrides,
+                                   timeline=timeline)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"moska-sim replay: error: {exc}", file=sys.stderr)
         return 2
+    print_note(result.timeline)
     s = result.summary
     r = s["replay"]
     print(f"{s['name']} (replay of {r['trace']}): {s['requests_completed']} completed, "

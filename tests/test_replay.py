@@ -153,6 +153,21 @@ def test_h100_sample_end_to_end(tmp_path: Path) -> None:
     assert json.loads((out / "run_info.json").read_text())["replay"] == info
 
 
+def test_replay_writes_a_timeline_when_asked(tmp_path: Path) -> None:
+    out = tmp_path / "tl"
+    rc = cli_main(["replay", str(H100), "--config", str(DEFAULT), "--out", str(out),
+                   "--set", "run.requests=30", "--no-progress", "--timeline-max-events", "5000"])
+    assert rc == 0
+    doc = json.loads((out / "timeline.json").read_text())
+    events = [e for e in doc["traceEvents"] if e["ph"] != "M"]
+    assert events and doc["otherData"]["max_events"] == 5000
+    assert len(events) <= 5000
+    assert all(e.get("dur", 0) >= 0 for e in events)
+    ts = [e["ts"] for e in events]
+    assert ts == sorted(ts)
+    assert any(e["name"] == "grouped_shared_attention" for e in events)  # shared nodes ran
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "model"])
 def test_bad_trace_is_one_error_line_and_nothing_written(tmp_path: Path, capsys,
                                                          damage: str) -> None:
