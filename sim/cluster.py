@@ -85,6 +85,9 @@ class EngineSpec:
     seed: int
     granularity: str
     service: str = "deterministic"
+    # each corpus's own size when the workload defines its corpora (a Mooncake trace);
+    # None: ``corpora`` corpora of ``shared_tokens`` each (the configured corpus)
+    corpus_tokens: tuple[int, ...] | None = None
 
     @property
     def disaggregated(self) -> bool:
@@ -92,7 +95,30 @@ class EngineSpec:
 
     @property
     def chunks_per_corpus(self) -> int:
+        """Chunks of one configured corpus (``workload.shared.tokens``)."""
         return n_chunks(self.shared_tokens, self.chunk_tokens) if self.shared_tokens else 0
+
+    @property
+    def corpus_chunk_counts(self) -> tuple[int, ...]:
+        """Chunks of each corpus, in corpus order (a short last chunk counts as one)."""
+        if self.corpus_tokens is not None:
+            return tuple(n_chunks(max(1, t), self.chunk_tokens) for t in self.corpus_tokens)
+        return (self.chunks_per_corpus,) * self.corpora if self.shared_tokens else ()
+
+    @property
+    def total_chunks(self) -> int:
+        return sum(self.corpus_chunk_counts)
+
+    @property
+    def total_corpus_tokens(self) -> int:
+        """Shared tokens stored once across all corpora."""
+        if self.corpus_tokens is not None:
+            return sum(self.corpus_tokens)
+        return self.shared_tokens * self.corpora
+
+    def keep_chunks_of(self, n: int) -> int:
+        """Chunks a query keeps of an ``n``-chunk corpus: round(keep_fraction x n), >= 1."""
+        return max(1, min(n, round(self.keep_fraction * n))) if n else 0
 
     @property
     def keep_chunks(self) -> int:
@@ -185,16 +211,24 @@ class MemoryPlan:
         }
 
 
+def _corpus_words(spec: EngineSpec) -> str:
+    """Where the shared corpus size came from, for error messages."""
+    if spec.corpus_tokens is not None:
+        return (f"{len(spec.corpus_tokens)} corpora of {spec.total_corpus_tokens} tokens in "
+                "all, read off the workload's trace")
+    return f"workload.shared.tokens={spec.shared_tokens} x corpora {spec.corpora}"
+
+
 def memory_plan(spec: EngineSpec) -> MemoryPlan:
     """HBM accounting per replica; a clear error naming the fields when nothing fits."""
     m, prec = spec.model, spec.precision
     kvb = m.kv_bytes_per_token(prec)
     weights = int(math.ceil(m.weight_bytes(prec)))
     hbm = spec.tp * spec.unique_chip.hbm_capacity_bytes
-    corpus_tokens = spec.shared_tokens * spec.corpora
+    corpus_tokens = spec.total_corpus_tokens
     shared_per_node = 0
     if spec.system == "moska":
-        chunks = spec.chunks_per_corpus * spec.corpora
+        chunks = spec.total_chunks
         resident = chunks * m.kv_heads * m.head_dim * m.layers * 2  # bf16 chunk means
         if corpus_tokens:
             if spec.shared_nodes < 1:
@@ -205,8 +239,8 @@ def memory_plan(spec: EngineSpec) -> MemoryPlan:
             if shared_per_node > spec.shared_chip.hbm_capacity_bytes:
                 raise ValueError(
                     f"cluster.shared: each of {spec.shared_nodes} shared node(s) must hold "
-                    f"{shared_per_node / GIB:.1f} GiB of shared KV (workload.shared.tokens="
-                    f"{spec.shared_tokens} x corpora {spec.corpora}), more than the "
+                    f"{shared_per_node / GIB:.1f} GiB of shared KV ({_corpus_words(spec)}), "
+                    f"more than the "
                     f"{spec.shared_chip.name}'s {spec.shared_chip.hbm_capacity_GiB} GiB; add "
                     f"shared nodes or use a larger cluster.shared.chip")
     elif spec.system in ("prefix_cache", "shared_gemm"):
@@ -262,8 +296,11 @@ class Cluster:
             return
         log.unique_tokens[:] = [r.unique_tokens for r in reqs]
         log.output_tokens[:] = [max(1, r.output_tokens) for r in reqs]
-        # a trace's corpora are folded onto the configured ones (workload.shared.corpora)
-        log.corpus[:] = [r.corpus % self.spec.corpora for r in reqs]
+        if self.spec.corpus_tokens is None:
+            # corpora drawn by the workload are folded onto the configured ones
+            log.corpus[:] = [r.corpus % self.spec.corpora for r in reqs]
+        else:  # the workload's own corpora (Mooncake); -1: the request shares nothing
+            log.corpus[:] = [r.corpus if r.shared_tokens else -1 for r in reqs]
         shared = self.spec.shared_tokens
         log.shared_tokens[:] = [shared if r.shared_tokens is None else r.shared_tokens
                                 for r in reqs]
@@ -303,7 +340,8 @@ class Cluster:
                                  latency_ns=spec.latency_ns,
                                  switch_latency_ns=spec.switch_latency_ns)
         host_of = {h: i for i, h in enumerate(self.fabric.hosts)} if self.fabric else {}
-        total_chunks = spec.chunks_per_corpus * spec.corpora
+        total_chunks = spec.total_chunks
+        self._corpus_offsets = [0, *np.cumsum(spec.corpus_chunk_counts).tolist()]
         self.shared: list[SharedNode] = [
             SharedNode(s, host_of.get(f"shared{s}", -1), self.engine, self.fabric, self.pricer,
                        local_chunks=len(range(s, total_chunks, S)), max_batch=spec.max_batch,
@@ -323,20 +361,26 @@ class Cluster:
         """Each shared node's share of this batch's routed queries (``layer``: the decode
         layer of the round trip, 0 at granularity step)."""
         routers = self.routers
-        if len(routers) == 1:
+        if len(routers) == 1 and self.spec.corpus_tokens is None:
             return routers[0].route(batch, layer)
-        per_corpus = np.bincount(corpus_ids, minlength=len(routers))
-        counts = [np.zeros(n.local_chunks, dtype=np.int64) for n in self.shared]
-        reqs = [0] * len(self.shared)
-        for corpus, n in enumerate(per_corpus.tolist()):
-            if not n:
-                continue
-            router = routers[corpus]
-            for s, ld in enumerate(router.route(n, layer)):
-                counts[s][router.slot_by_node[s]] += ld.counts
-                reqs[s] += ld.requests
-        return [NodeLoad(c, r, int(c.sum()), int(c.max()) if len(c) else 0)
-                for c, r in zip(counts, reqs)]
+        per_corpus = np.bincount(corpus_ids[corpus_ids >= 0], minlength=len(routers))
+        S = len(self.shared)
+        offsets = self._corpus_offsets
+        # NOTE: for performance: one vector over every global chunk; global chunk g is
+        # slot g // S of node g % S, so node s's counts are the stride-S slice from s.
+        glob = np.zeros(offsets[-1], dtype=np.int64)
+        reqs = [0] * S
+        for corpus in np.flatnonzero(per_corpus).tolist():
+            per_chunk, r = routers[corpus].draw_counts(int(per_corpus[corpus]), layer)
+            o = offsets[corpus]
+            glob[o:o + len(per_chunk)] += per_chunk
+            for s in range(S):
+                reqs[s] += r[s]
+        loads = []
+        for s in range(S):
+            c = np.ascontiguousarray(glob[s::S])
+            loads.append(NodeLoad(c, reqs[s], int(c.sum()), int(c.max()) if len(c) else 0))
+        return loads
 
     # -- request flow ---------------------------------------------------------------------
     def dispatch(self, rid: int) -> None:

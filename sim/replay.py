@@ -198,6 +198,10 @@ class TraceQueryRouter(QueryRouter):
         self._layer = layer
         return super().route(n_queries)
 
+    def draw_counts(self, n_queries: int, layer: int = 0) -> tuple[np.ndarray, list[int]]:
+        self._layer = layer
+        return super().draw_counts(n_queries, layer)
+
     def _draw(self, n_queries: int) -> tuple[np.ndarray, list[int], list[int]]:
         self.exact_draws += 1
         rows = self.source.take(n_queries, self._layer)

@@ -185,6 +185,12 @@ class QueryRouter:
         pairs = self._pairs(per_chunk)
         return per_chunk, pairs, self._requests(n_queries, pairs, touch)
 
+    def draw_counts(self, n_queries: int, layer: int = 0) -> tuple[np.ndarray, list[int]]:
+        """(int64[N] queries per chunk of this corpus, requests per shared node); ``layer``
+        is the decode layer (unused here; trace-driven routers read their own layer's)."""
+        per_chunk, _, reqs = self._draw(n_queries)
+        return per_chunk, reqs
+
     def _pairs(self, per_chunk: np.ndarray) -> list[int]:
         S = self.S
         if S == 1:

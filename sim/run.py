@@ -77,6 +77,13 @@ def _progress_bar(enabled: bool, total: float, unit: str) -> Iterator[Callable[[
 def _default_router_factory(spec: EngineSpec, popularity: Any) -> RouterFactory:
     from workloads.sharing import ChunkRouter, SharedCorpusSpec
 
+    if spec.corpus_tokens is not None:  # each corpus its own size (a Mooncake trace)
+        def per_corpus(c: int, rng: np.random.Generator) -> ChunkRouter:
+            t = max(1, spec.corpus_tokens[c])
+            return ChunkRouter(SharedCorpusSpec(
+                tokens=t, chunk_tokens=min(spec.chunk_tokens, t),
+                keep_fraction=spec.keep_fraction, popularity=popularity), rng)
+        return per_corpus
     corpus = SharedCorpusSpec(tokens=spec.shared_tokens, chunk_tokens=spec.chunk_tokens,
                               keep_fraction=spec.keep_fraction, popularity=popularity,
                               corpora=spec.corpora)
@@ -117,17 +124,19 @@ def simulate(
     if cluster.remote_shared:
         factory = make_router or _default_router_factory(spec, popularity)
         rng = engine.rng["routing"]
-        n = spec.chunks_per_corpus
         cluster.routers = []
-        for c in range(spec.corpora):
+        offset = 0  # corpus c's chunks are global chunks offset .. offset + n - 1
+        for c, n in enumerate(spec.corpus_chunk_counts):
             chunk_router = factory(c, rng)
             if hasattr(chunk_router, "query_router"):  # e.g. sim.replay: counts its own way
                 cluster.routers.append(chunk_router.query_router(n, spec.shared_nodes, rng,
-                                                                 offset=c * n))
-                continue
-            k = int(getattr(chunk_router, "k", spec.keep_chunks))
-            cluster.routers.append(QueryRouter(chunk_router, n, k, spec.shared_nodes, rng,
-                                               uniform=_is_uniform(popularity), offset=c * n))
+                                                                 offset=offset))
+            else:
+                k = int(getattr(chunk_router, "k", spec.keep_chunks_of(n)))
+                cluster.routers.append(QueryRouter(chunk_router, n, k, spec.shared_nodes, rng,
+                                                   uniform=_is_uniform(popularity),
+                                                   offset=offset))
+            offset += n
 
     def gauges() -> list[float]:
         run = sum(u.running for u in cluster.unique)
@@ -296,6 +305,7 @@ def run_simulation(config: Any, out_dir: Path | str | None = None, progress: boo
 
     memory_plan(spec)  # fail on an impossible deployment before building the workload
     plan = plan_from_config(config, spec)
+    spec = with_workload_corpora(spec, plan)
     wl_shared = getattr(config.workload, "shared", None)
     popularity = getattr(wl_shared, "popularity", "uniform") if wl_shared else "uniform"
     result = simulate(spec, list(plan.requests),
@@ -309,6 +319,23 @@ def run_simulation(config: Any, out_dir: Path | str | None = None, progress: boo
 
         result.out_dir = write_results(result, out_dir)
     return result
+
+
+def with_workload_corpora(spec: EngineSpec, plan: Any) -> EngineSpec:
+    """The spec with the plan's own corpora (a Mooncake trace: each corpus's size read off
+    the trace) in place of the configured ones; unchanged when the plan has none, or when
+    the run has no configured shared corpus to take the chunking from."""
+    sizes = getattr(plan, "corpus_tokens", None)
+    if not sizes or not spec.shared_tokens:
+        return spec
+    import dataclasses
+
+    from sim.cluster import memory_plan
+
+    spec = dataclasses.replace(spec, corpus_tokens=tuple(int(t) for t in sizes),
+                               corpora=len(sizes))
+    memory_plan(spec)  # the trace's corpora must fit too
+    return spec
 
 
 def _config_dict(config: Any) -> dict:

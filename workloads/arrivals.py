@@ -385,8 +385,9 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
             notes.append(f"{rows.path}: {odd} requests whose hash_ids do not number "
                          "ceil(input_length / 512); their tokens beyond the ids are unique")
         if shared is not None:
-            notes.append("workload.shared: corpora, their sizes and popularity come from the "
-                         "Mooncake trace; the configured corpus is not used for them")
+            notes.append("workload.shared: the corpora, their sizes and which requests read "
+                         "them come from the Mooncake trace; of the configured corpus only "
+                         "chunk_tokens, keep_fraction and popularity (within a corpus) apply")
         split = split_mooncake(hashes, inputs)
         reqs = tuple(RequestSpec(i, t, u, o, max(c, 0), s) for i, (t, u, o, c, s) in enumerate(zip(
             times.tolist(), split.unique_tokens.tolist(), outputs.tolist(),
