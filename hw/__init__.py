@@ -15,7 +15,19 @@ from hw.ops import (
 from hw.specs import ChipSpec, LinkSpec, available_chips, load_chip, load_link
 
 __all__ = [
-    "Cost", "HardwareError", "kernel_cost", "transfer_cost", "Gemm", "DecodeAttention",
-    "SharedAttention", "GroupedSharedAttention", "LseMerge", "Transfer", "ChipSpec", "LinkSpec", "available_chips",
-    "load_chip", "load_link",
+    "ChipSpec",
+    "Cost",
+    "DecodeAttention",
+    "Gemm",
+    "GroupedSharedAttention",
+    "HardwareError",
+    "LinkSpec",
+    "LseMerge",
+    "SharedAttention",
+    "Transfer",
+    "available_chips",
+    "kernel_cost",
+    "load_chip",
+    "load_link",
+    "transfer_cost",
 ]

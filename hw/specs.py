@@ -272,6 +272,15 @@ def chip_to_dict(chip: ChipSpec) -> dict[str, Any]:
 
 
 __all__ = [
-    "ChipSpec", "LinkSpec", "available_chips", "available_links", "load_chip", "load_link",
-    "chip_from_dict", "link_from_dict", "dtype_bytes", "chip_to_dict", "field",
+    "ChipSpec",
+    "LinkSpec",
+    "available_chips",
+    "available_links",
+    "chip_from_dict",
+    "chip_to_dict",
+    "dtype_bytes",
+    "field",
+    "link_from_dict",
+    "load_chip",
+    "load_link",
 ]

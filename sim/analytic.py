@@ -54,7 +54,7 @@ class Scenario:
     keep_fraction: float
     name: str = "scenario"
 
-    def with_system(self, system: str) -> "Scenario":
+    def with_system(self, system: str) -> Scenario:
         return replace(self, system=system)
 
 
@@ -309,5 +309,12 @@ def step_latency_ns(cfg: Any, batch: int = 1) -> float:
     return pt.step_latency_ms * 1e6
 
 
-__all__ = ["Scenario", "SystemPoint", "evaluate", "best_point", "scenario_from_config",
-           "step_latency_ns", "SYSTEMS"]
+__all__ = [
+    "SYSTEMS",
+    "Scenario",
+    "SystemPoint",
+    "best_point",
+    "evaluate",
+    "scenario_from_config",
+    "step_latency_ns",
+]

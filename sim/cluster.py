@@ -476,4 +476,4 @@ def make_spec(**overrides: Any) -> EngineSpec:
     return EngineSpec(**d)
 
 
-__all__ = ["Cluster", "EngineSpec", "MemoryPlan", "spec_from_config", "memory_plan", "make_spec"]
+__all__ = ["Cluster", "EngineSpec", "MemoryPlan", "make_spec", "memory_plan", "spec_from_config"]

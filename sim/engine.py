@@ -93,4 +93,4 @@ def ceil_ns(x: float) -> int:
     return i if i >= x else i + 1
 
 
-__all__ = ["Engine", "RngStreams", "STREAMS", "ceil_ns"]
+__all__ = ["STREAMS", "Engine", "RngStreams", "ceil_ns"]

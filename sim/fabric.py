@@ -21,7 +21,8 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 import networkx as nx
 from simpy.events import NORMAL, Event
@@ -110,7 +111,7 @@ def _ecmp_path(g: nx.DiGraph, src: str, dst: str) -> list[str]:
 class _Delivered:
     """Delivery callback: counts the bytes as received (a slotted object, not a closure)."""
 
-    __slots__ = ("received", "dst", "nbytes")
+    __slots__ = ("dst", "nbytes", "received")
 
     def __init__(self, received: list[int], dst: int, nbytes: int) -> None:
         self.received, self.dst, self.nbytes = received, dst, nbytes
@@ -267,4 +268,4 @@ class Fabric:
         return sum(self.bytes_sent) - sum(self.bytes_received)
 
 
-__all__ = ["Fabric", "Route", "build_topology", "TOPOLOGIES"]
+__all__ = ["TOPOLOGIES", "Fabric", "Route", "build_topology"]

@@ -228,7 +228,7 @@ def _clean(x: object) -> object:
     return x
 
 
-def summarize(cluster: "Cluster", t_end: int, sampler: Sampler | None = None,
+def summarize(cluster: Cluster, t_end: int, sampler: Sampler | None = None,
               sharing: dict | None = None) -> dict:
     """The run's ``summary.json`` content: deterministic (no wall-clock values)."""
     from sim.nodes.pricing import PHASES
@@ -363,7 +363,7 @@ def summarize(cluster: "Cluster", t_end: int, sampler: Sampler | None = None,
     return _clean(summary)  # type: ignore[return-value]
 
 
-def check_invariants(summary: dict, cluster: "Cluster") -> dict[str, bool]:
+def check_invariants(summary: dict, cluster: Cluster) -> dict[str, bool]:
     """Conservation checks every run must pass; a violation is a simulator bug."""
     arrived = summary["requests_arrived"]
     accounted = (summary["requests_completed"] + summary["requests_in_flight"]
@@ -388,7 +388,7 @@ def check_invariants(summary: dict, cluster: "Cluster") -> dict[str, bool]:
     return out
 
 
-def timeseries(cluster: "Cluster", sampler: Sampler, t_end: int) -> tuple[list[str], np.ndarray]:
+def timeseries(cluster: Cluster, sampler: Sampler, t_end: int) -> tuple[list[str], np.ndarray]:
     """(column names, rows) of ``timeseries.csv``: tokens/s per interval and the sampled
     gauges (running, queue lengths of nodes and links), on the sampler's grid (at most
     ``MAX_SAMPLES`` rows)."""
@@ -401,6 +401,19 @@ def timeseries(cluster: "Cluster", sampler: Sampler, t_end: int) -> tuple[list[s
     return names, np.column_stack(cols) if len(grid) else np.empty((0, len(names)))
 
 
-__all__ = ["RequestLog", "TokenLog", "Occupancy", "Sampler", "stats", "latencies",
-           "littles_law", "throughput_series", "LatencyColumns", "MAX_SAMPLES",
-           "COLUMNS", "summarize", "check_invariants", "timeseries"]
+__all__ = [
+    "COLUMNS",
+    "MAX_SAMPLES",
+    "LatencyColumns",
+    "Occupancy",
+    "RequestLog",
+    "Sampler",
+    "TokenLog",
+    "check_invariants",
+    "latencies",
+    "littles_law",
+    "stats",
+    "summarize",
+    "throughput_series",
+    "timeseries",
+]

@@ -84,7 +84,7 @@ def timeseries_csv(header: list[str], rows: np.ndarray) -> str:
     return _csv_text(header, ([fmt(v) for v in row] for row in rows.tolist()))
 
 
-def write_results(result: "RunResult", out_dir: Path | str | None = None) -> Path:
+def write_results(result: RunResult, out_dir: Path | str | None = None) -> Path:
     """Write the results folder of ``result``; returns its final path."""
     name = str(result.summary.get("name", "run"))
     target = Path(out_dir) if out_dir is not None else default_out_dir(name)
@@ -134,4 +134,4 @@ def _write_report(folder: Path, summary: dict) -> str:
     return "written"
 
 
-__all__ = ["write_results", "default_out_dir", "config_yaml", "summary_json", "package_version"]
+__all__ = ["config_yaml", "default_out_dir", "package_version", "summary_json", "write_results"]

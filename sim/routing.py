@@ -226,4 +226,4 @@ class QueryRouter:
         return out
 
 
-__all__ = ["QueryRouter", "NodeLoad", "SelectsChunks", "EXACT_MAX_QUERIES"]
+__all__ = ["EXACT_MAX_QUERIES", "NodeLoad", "QueryRouter", "SelectsChunks"]

@@ -375,5 +375,11 @@ def run_main(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["RunResult", "simulate", "run_simulation", "run_main", "request_rows",
-           "plan_from_config"]
+__all__ = [
+    "RunResult",
+    "plan_from_config",
+    "request_rows",
+    "run_main",
+    "run_simulation",
+    "simulate",
+]

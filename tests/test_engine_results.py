@@ -100,7 +100,7 @@ def test_default_folder_name_and_no_clobbering(tmp_path, monkeypatch):
 
 
 def test_a_failure_while_writing_leaves_no_folder(tmp_path, monkeypatch):
-    import sim.results as results
+    from sim import results
 
     def boom(_summary):
         raise OSError("disk full")

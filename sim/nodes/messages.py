@@ -51,4 +51,4 @@ class PrefillJob:
     t_back: int = -1
 
 
-__all__ = ["QueryMessage", "PrefillJob"]
+__all__ = ["PrefillJob", "QueryMessage"]

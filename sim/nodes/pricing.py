@@ -259,5 +259,12 @@ class Pricer:
                 "grouped": len(self._grouped)}
 
 
-__all__ = ["Pricer", "DecodeCost", "PrefillCost", "PHASES", "PHASE_INDEX", "bucket",
-           "reduce_histogram"]
+__all__ = [
+    "PHASES",
+    "PHASE_INDEX",
+    "DecodeCost",
+    "PrefillCost",
+    "Pricer",
+    "bucket",
+    "reduce_histogram",
+]

@@ -47,7 +47,7 @@ class UniqueNode:
         index: int,
         host: int,
         engine: Engine,
-        cluster: "Cluster",
+        cluster: Cluster,
         pricer: Pricer,
         *,
         capacity_bytes: int,
