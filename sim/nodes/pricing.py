@@ -32,8 +32,10 @@ from workloads.models import (
 
 PHASES: tuple[str, ...] = (
     "unique_attention", "shared_attention", "router", "merge", "fabric", "queueing",
-    "other_layers", "prefill",
+    "other_layers", "prefill", "prefill_stall",
 )
+# prefill_stall: decode tokens of running requests held up while their node prefills newly
+# admitted ones (the unique node prefills, then steps: continuous batching's interference)
 PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 MAX_HIST_BINS = 4
 

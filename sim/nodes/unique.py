@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 I64 = np.int64
 ID, DONE, OUT, UCTX, SCTX, CORPUS, KV = (COLUMNS.index(c) for c in
                                          ("id", "done", "out", "uctx", "sctx", "corpus", "kv"))
-_FABRIC, _QUEUE, _SHARED, _PREFILL = (PHASE_INDEX[p] for p in
-                                      ("fabric", "queueing", "shared_attention", "prefill"))
+_FABRIC, _QUEUE, _SHARED, _PREFILL, _STALL = (
+    PHASE_INDEX[p] for p in ("fabric", "queueing", "shared_attention", "prefill", "prefill_stall"))
 
 
 class UniqueNode:
@@ -194,6 +194,7 @@ class UniqueNode:
         else:
             log.first_ns[ids] = now
         self.cluster.breakdown[_PREFILL] += (now - t0) * n
+        self.cluster.breakdown[_STALL] += (now - t0) * len(self.R)  # running ones waited
         self.cluster.tokens.add(now, n)
         empty = not len(self.R)
         self.R = rows if empty else np.concatenate((self.R, rows))

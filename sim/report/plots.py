@@ -61,6 +61,7 @@ PHASE_ORDER = (
     "queueing",
     "other_layers",
     "prefill",
+    "prefill_stall",
 )
 PHASE_COLORS = {
     "unique_attention": "#1f77b4",
@@ -71,6 +72,7 @@ PHASE_COLORS = {
     "queueing": "#7f7f7f",
     "other_layers": "#2ca02c",
     "prefill": "#bcbd22",
+    "prefill_stall": "#8c564b",
 }
 EXTRA_COLORS = ("#17becf", "#8c564b", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5")
 KIND_COLORS = {"unique": "#1f77b4", "shared": "#ff7f0e", "link": "#2ca02c", "other": "#7f7f7f"}
@@ -429,7 +431,8 @@ def _breakdown_items(breakdown: Mapping[str, Any]) -> list[tuple[str, float]]:
     return [(p, vals[p]) for p in order_phases(list(vals)) if vals[p] is not None and vals[p] > 0]
 
 
-def plot_time_breakdown(breakdown: Mapping[str, Any]) -> bytes:
+def plot_time_breakdown(breakdown: Mapping[str, Any],
+                        xlabel: str = "ms summed over requests") -> bytes:
     """One stacked horizontal bar: where a decode step's time goes, ms and share labelled."""
     items = _breakdown_items(breakdown)
     with _style():
@@ -466,7 +469,7 @@ def plot_time_breakdown(breakdown: Mapping[str, Any]) -> bytes:
         ax.set_xlim(0, total * 1.001)
         ax.set_yticks([])
         ax.grid(axis="y", visible=False)
-        ax.set_xlabel(f"ms (total {format_number(total)} ms)")
+        ax.set_xlabel(f"{xlabel} (total {format_number(total)} ms)")
         fig.legend(loc="outside lower center", ncols=min(4, len(items)), frameon=False)
         return figure_png(fig)
 

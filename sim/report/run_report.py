@@ -108,17 +108,33 @@ def utilization_rows(utilization: Mapping[str, Any]) -> tuple[list[dict], list[d
     return per_kind, per_resource
 
 
-def breakdown_rows(breakdown: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Phase / ms / share rows in the standard phase order."""
+BREAKDOWN_CAPTION = (
+    "per token: a request's wait for one decode token, split by phase (its own prefill "
+    "excluded; prefill_stall: waiting while its node prefills newly admitted requests); "
+    "request-ms: the same summed over every request and token of the run, plus prefill")
+
+
+def breakdown_rows(breakdown: Mapping[str, Any],
+                   per_token: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Phase / per-token ms / summed request-ms / share rows in the standard phase order."""
     vals = {str(k): as_float(v) for k, v in breakdown.items()}
+    tok = {str(k): as_float(v) for k, v in (per_token or {}).items()}
     total = sum(v for v in vals.values() if v is not None and v > 0)
+    tok_total = sum(v for v in tok.values() if v is not None and v > 0)
     rows = []
     for phase in order_phases(list(vals)):
         v = vals[phase]
         share = f"{v / total:.1%}" if v is not None and v > 0 and total > 0 else "—"
-        rows.append({"phase": phase, "ms": v, "share": share})
+        row = {"phase": phase}
+        if per_token is not None:
+            row["per token (ms)"] = tok.get(phase)
+        row |= {"request-ms": v, "share": share}
+        rows.append(row)
     if rows:
-        rows.append({"phase": "total", "ms": total, "share": "100.0%" if total else "—"})
+        row = {"phase": "total"}
+        if per_token is not None:
+            row["per token (ms)"] = tok_total
+        rows.append(row | {"request-ms": total, "share": "100.0%" if total else "—"})
     return rows
 
 
@@ -222,13 +238,17 @@ def write_run_report(
     doc.add(Heading("Where a decode step's time goes"))
     breakdown = summary.get("time_breakdown_ms")
     if isinstance(breakdown, Mapping) and breakdown:
-        doc.add(Table(breakdown_rows(breakdown)))
+        per_token = summary.get("time_breakdown_per_token_ms")
+        doc.add(Table(breakdown_rows(breakdown, per_token if isinstance(per_token, Mapping)
+                                     else None), caption=BREAKDOWN_CAPTION))
         doc.add(
             emit_image(
                 out_dir,
                 "time_breakdown.png",
                 "Decode step time breakdown",
-                plots.plot_time_breakdown(breakdown),
+                plots.plot_time_breakdown(per_token, "ms per decode token, mean over tokens")
+                if isinstance(per_token, Mapping) and per_token
+                else plots.plot_time_breakdown(breakdown),
                 written,
             )
         )
