@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "replay": ("sim.replay", "replay_main", "drive a simulation with a recorded trace"),
     "calibrate": ("sim.calibrate", "calibrate_main", "fit a chip preset to a GPU trace"),
     "compare": ("sim.compare", "compare_main", "run configs side by side, one report"),
+    "sweep": ("sim.compare.grid", "sweep_main", "one config over a grid of parameter values"),
 }
 
 
