@@ -21,8 +21,7 @@ Both agree in mean (tests/test_engine_routing.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -38,9 +37,11 @@ class SelectsChunks(Protocol):
     def select(self, n_queries: int) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class NodeLoad:
-    """One shared node's share of a routed batch: per local chunk counts, and requests."""
+class NodeLoad(NamedTuple):
+    """One shared node's share of a routed batch: per local chunk counts, and requests.
+
+    NOTE: for performance: a NamedTuple (one is built per shared node per round trip;
+    a frozen dataclass costs ~4x more to construct)."""
 
     counts: np.ndarray  # int64[chunks held by the node]: queries per local chunk
     requests: int  # distinct requests with at least one chunk on this node
@@ -157,10 +158,16 @@ class QueryRouter:
         if n_queries <= self.exact_max_queries:
             self.exact_draws += 1
             sel = np.asarray(self.router.select(n_queries))
-            per_chunk = np.bincount(sel.ravel(), minlength=self.n_chunks).astype(np.int64)
+            if n_queries == 1:  # NOTE: for performance: k distinct ids, no counting needed
+                per_chunk = np.zeros(self.n_chunks, dtype=np.int64)
+                per_chunk[sel.ravel()] = 1
+            else:
+                per_chunk = np.bincount(sel.ravel(), minlength=self.n_chunks).astype(np.int64)
             pairs = self._pairs(per_chunk)
             if S == 1:
                 return per_chunk, pairs, [n_queries]
+            if n_queries == 1:  # the one query reaches exactly the nodes it has pairs on
+                return per_chunk, pairs, [1 if q else 0 for q in pairs]
             hit = np.zeros((n_queries, S), dtype=bool)
             hit[np.arange(n_queries)[:, None], self.node_of[sel]] = True
             return per_chunk, pairs, hit.sum(axis=0).tolist()
@@ -178,8 +185,8 @@ class QueryRouter:
         elif self.uniform:
             # NOTE: for performance: exact binomial draws by inverting its (cached) CDF
             u = self.rng.random(self.n_chunks)
-            per_chunk = np.searchsorted(self._binomial_cdf(n_queries, float(p[0])), u,
-                                        side="right").astype(np.int64)
+            cdf = self._binomial_cdf(n_queries, float(p[0]))
+            per_chunk = cdf.searchsorted(u, side="right").astype(np.int64, copy=False)
         else:
             per_chunk = self.rng.binomial(n_queries, p).astype(np.int64)
         pairs = self._pairs(per_chunk)
@@ -196,7 +203,9 @@ class QueryRouter:
         if S == 1:
             return [int(per_chunk.sum())]
         if self._regular:
-            return per_chunk.reshape(-1, S).sum(axis=0).tolist()
+            # NOTE: for performance: reducing a contiguous (S, N/S) copy along its rows is
+            # ~3x faster than reducing the (N/S, S) view along its columns
+            return np.add.reduce(per_chunk.reshape(-1, S).T.copy(), axis=1).tolist()
         return np.bincount(self.node_of, weights=per_chunk, minlength=S).astype(int).tolist()
 
     def _requests(self, n: int, pairs: list[int], touch: np.ndarray) -> list[int]:
@@ -215,10 +224,11 @@ class QueryRouter:
         per_chunk, pairs, reqs = self._draw(n_queries)
         S = self.S
         if self._regular:
-            # NOTE: for performance: node s's chunks are column s of an (N/S, S) view
-            mat = per_chunk.reshape(-1, S)
-            maxs = mat.max(axis=0).tolist()
-            return [NodeLoad(mat[:, s], reqs[s], pairs[s], maxs[s]) for s in range(S)]
+            # NOTE: for performance: node s's chunks are column s of an (N/S, S) view, row s
+            # of its contiguous transpose (fast to reduce here and to add on the node)
+            mat = per_chunk.reshape(-1, S).T.copy()
+            maxs = np.maximum.reduce(mat, axis=1).tolist()
+            return [NodeLoad(mat[s], reqs[s], pairs[s], maxs[s]) for s in range(S)]
         out = []
         for s, idx in enumerate(self.by_node):
             c = per_chunk[idx]

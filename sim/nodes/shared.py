@@ -160,14 +160,24 @@ class SharedNode:
         """The messages (or the split part of one) the next launch takes, FIFO."""
         mb = self.max_batch
         take: dict[int, np.ndarray] = {}
+        bound: dict[int, int] = {}  # an upper bound of take[layer].max()
         parts: list[tuple[QueryMessage, np.ndarray]] = []
         whole = 0
         for msg in self.pending:
-            cur = take.get(msg.layer)
+            layer = msg.layer
+            cur = take.get(layer)
             rem = msg.remaining
-            fits = msg.max_count <= mb if cur is None else bool((rem <= mb - cur).all())
+            if cur is None:
+                fits = msg.max_count <= mb
+            else:
+                # NOTE: for performance: the sum of the maxima bounds every chunk's sum; the
+                # elementwise check runs only when that bound is over max_batch
+                fits = (bound[layer] + msg.max_count <= mb
+                        or bool((rem <= mb - cur).all()))
             if fits:
-                take[msg.layer] = rem if cur is None else cur + rem
+                take[layer] = rem if cur is None else cur + rem
+                bound[layer] = msg.max_count if cur is None else min(
+                    mb, bound[layer] + msg.max_count)
                 parts.append((msg, rem))
                 whole += 1
                 continue
