@@ -13,7 +13,9 @@ What drives what.
   round trip, so a round trip of a batch of B requests takes the next B rows of its
   layer's stream. ``run.granularity: layer``: simulated layer ``l`` reads recorded layer
   ``l mod (recorded layers)`` (a trace of fewer layers than the model repeats its layers;
-  a note says so); ``step``: every step reads the first recorded layer's stream. A stream
+  a note says so); ``step``: one stream of every recorded row in recorded order (step,
+  layer, request, kv head), so a step's single round trip stands for all layers and a
+  replay uses the whole trace before it cycles. A stream
   that runs out starts over (cycles); the run's note, stderr and ``summary.json``'s
   ``replay`` block say how often.
 - Chunk ids. Trace chunk ids index the trace's corpus (``n_chunks`` in its header). When
@@ -114,7 +116,8 @@ class TraceRouting:
 
     path: str
     streams: list[np.ndarray]  # per recorded layer in use: int32 (queries, k) trace chunk ids
-    layers: list[int]  # the recorded layer of each stream
+    layers: list[int]  # the recorded layers replayed (layer: one stream each; step: one
+    # stream of them all)
     chunk_map: ChunkMap
     granularity: str
     model_layers: int
@@ -135,11 +138,16 @@ class TraceRouting:
         present = np.unique(cols.layer).tolist()
         if not present:
             raise ValueError(f"{path}: the trace has no records to replay")
-        use = present[:1] if granularity == "step" else present[:model_layers]
         sel = cols.selected_chunks
         k = h.top_k
-        streams = [np.ascontiguousarray(sel[layer_of_row == lay]).reshape(-1, k)
-                   .astype(np.int64) for lay in use]
+        if granularity == "step":  # every row, in recorded order: all layers in one stream
+            use = present[:model_layers]
+            rows = layer_of_row < model_layers
+            streams = [np.ascontiguousarray(sel[rows]).reshape(-1, k).astype(np.int64)]
+        else:
+            use = present[:model_layers]
+            streams = [np.ascontiguousarray(sel[layer_of_row == lay]).reshape(-1, k)
+                       .astype(np.int64) for lay in use]
         return cls(path, streams, use, ChunkMap(h.n_chunks, n_config_chunks), granularity,
                    model_layers)
 

@@ -211,3 +211,11 @@ def test_cli_dispatches_replay(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         cli_main(["replay", "--help"])
     assert exc.value.code == 0 and "--arrivals" in capsys.readouterr().out
+
+
+def test_step_granularity_replays_every_recorded_layer(tmp_path: Path) -> None:
+    trace = synth_trace(tmp_path / "three.trace.npz", 2, steps=2, batch=8, layers=3)
+    res = replay_simulation(trace, config(0, requests=30), write=False, progress=False)
+    info = res.summary["replay"]
+    assert info["granularity"] == "step" and info["layers_replayed"] == [0, 1, 2]
+    assert info["queries_in_trace"] == 2 * 3 * 8 * KV_HEADS  # one stream of all layers' rows
