@@ -342,6 +342,9 @@ class Cluster:
         host_of = {h: i for i, h in enumerate(self.fabric.hosts)} if self.fabric else {}
         total_chunks = spec.total_chunks
         self._corpus_offsets = [0, *np.cumsum(spec.corpus_chunk_counts).tolist()]
+        S_ = max(1, S)
+        self._padded_chunks = -(-total_chunks // S_) * S_
+        self._local_chunks = [len(range(s, total_chunks, S_)) for s in range(S_)]
         self.shared: list[SharedNode] = [
             SharedNode(s, host_of.get(f"shared{s}", -1), self.engine, self.fabric, self.pricer,
                        local_chunks=len(range(s, total_chunks, S)), max_batch=spec.max_batch,
@@ -368,7 +371,8 @@ class Cluster:
         offsets = self._corpus_offsets
         # NOTE: for performance: one vector over every global chunk; global chunk g is
         # slot g // S of node g % S, so node s's counts are the stride-S slice from s.
-        glob = np.zeros(offsets[-1], dtype=np.int64)
+        # (padded to a multiple of S, so the stride-S slices are the rows of one transpose)
+        glob = np.zeros(self._padded_chunks, dtype=np.int64)
         reqs = [0] * S
         for corpus in np.flatnonzero(per_corpus).tolist():
             per_chunk, r = routers[corpus].draw_counts(int(per_corpus[corpus]), layer)
@@ -376,11 +380,11 @@ class Cluster:
             glob[o:o + len(per_chunk)] += per_chunk
             for s in range(S):
                 reqs[s] += r[s]
-        loads = []
-        for s in range(S):
-            c = np.ascontiguousarray(glob[s::S])
-            loads.append(NodeLoad(c, reqs[s], int(c.sum()), int(c.max()) if len(c) else 0))
-        return loads
+        mat = glob.reshape(-1, S).T.copy()
+        pairs = np.add.reduce(mat, axis=1).tolist()
+        maxs = np.maximum.reduce(mat, axis=1).tolist() if mat.shape[1] else [0] * S
+        local = self._local_chunks
+        return [NodeLoad(mat[s, :local[s]], reqs[s], pairs[s], maxs[s]) for s in range(S)]
 
     # -- request flow ---------------------------------------------------------------------
     def dispatch(self, rid: int) -> None:

@@ -155,6 +155,10 @@ class QueryRouter:
     def _draw(self, n_queries: int) -> tuple[np.ndarray, list[int], list[int]]:
         """(queries per chunk, pairs per node, requests per node)."""
         S = self.S
+        if self.k == self.n_chunks and self.uniform:  # every query keeps every chunk
+            per_chunk = np.full(self.n_chunks, n_queries, dtype=np.int64)
+            pairs = self._pairs(per_chunk)
+            return per_chunk, pairs, [n_queries if q else 0 for q in pairs]
         if n_queries <= self.exact_max_queries:
             self.exact_draws += 1
             sel = np.asarray(self.router.select(n_queries))
