@@ -421,14 +421,14 @@ def replay_main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field by dotted path, e.g. run.requests=200")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from sim.run import check_out_dir, summary_line
     from sim.timeline import add_timeline_arguments, options_from_args, print_note
 
     add_timeline_arguments(parser)
     args = parser.parse_args(argv)
     try:
         timeline = options_from_args(args)
-        if args.out is not None and args.out.exists() and any(args.out.iterdir()):
-            raise ValueError(f"--out: {args.out} exists and is not empty")
+        check_out_dir(args.out)
         overrides = None
         if args.set:
             from sim.config import parse_assignment
@@ -443,9 +443,7 @@ def replay_main(argv: list[str]) -> int:
     print_note(result.timeline)
     s = result.summary
     r = s["replay"]
-    print(f"{s['name']} (replay of {r['trace']}): {s['requests_completed']} completed, "
-          f"{s['requests_in_flight']} in flight, {s['requests_rejected']} rejected in "
-          f"{s['sim_time_s']:.3f} s simulated; {s['throughput_tokens_per_s']:.1f} tokens/s; "
+    print(f"{s['name']} (replay of {r['trace']}): {summary_line(s)}; "
           f"{r['queries_used']} queries routed from the trace's {r['queries_in_trace']} "
           f"({r['cycles']} cycle(s)); results in {result.out_dir}")
     return 0

@@ -19,15 +19,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from sim.atomic import staged_folder
 
 if TYPE_CHECKING:
     from sim.run import RunResult
@@ -90,9 +89,7 @@ def write_results(result: RunResult, out_dir: Path | str | None = None) -> Path:
     target = Path(out_dir) if out_dir is not None else default_out_dir(name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ValueError(f"results folder {target} exists and is not empty")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    with staged_folder(target) as tmp:
         seed = int(result.summary.get("seed", 0))
         if result.config is not None:
             (tmp / "config.yaml").write_text(config_yaml(result.config, seed))
@@ -109,13 +106,6 @@ def write_results(result: RunResult, out_dir: Path | str | None = None) -> Path:
         info["python"] = sys.version.split()[0]
         info["numpy"] = np.__version__
         (tmp / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-        os.chmod(tmp, 0o755)
-        if target.exists():
-            target.rmdir()  # empty: checked above
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -345,6 +345,19 @@ def _config_dict(config: Any) -> dict:
     return dict(config) if isinstance(config, dict) else {}
 
 
+def check_out_dir(out: Path | None) -> None:
+    """Fail before simulating when ``--out`` names a folder that is not empty."""
+    if out is not None and out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out: {out} exists and is not empty")
+
+
+def summary_line(s: dict) -> str:
+    """The one-line outcome a command prints: requests, simulated time, throughput."""
+    return (f"{s['requests_completed']} completed, {s['requests_in_flight']} in flight, "
+            f"{s['requests_rejected']} rejected in {s['sim_time_s']:.3f} s simulated; "
+            f"{s['throughput_tokens_per_s']:.1f} tokens/s")
+
+
 def run_main(argv: list[str]) -> int:
     """``moska-sim run CONFIG [--out DIR] [--no-progress] [--timeline [--timeline-window
     START:END] [--timeline-max-events N]]``."""
@@ -360,8 +373,7 @@ def run_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         timeline = options_from_args(args)
-        if args.out is not None and args.out.exists() and any(args.out.iterdir()):
-            raise ValueError(f"--out: {args.out} exists and is not empty")
+        check_out_dir(args.out)
         result = run_simulation(args.config, args.out, progress=not args.no_progress,
                                 timeline=timeline)
     except (ValueError, FileNotFoundError, KeyError) as exc:
@@ -369,9 +381,7 @@ def run_main(argv: list[str]) -> int:
         return 2
     print_note(result.timeline)
     s = result.summary
-    print(f"{s['name']}: {s['requests_completed']} completed, {s['requests_in_flight']} in "
-          f"flight, {s['requests_rejected']} rejected in {s['sim_time_s']:.3f} s simulated; "
-          f"{s['throughput_tokens_per_s']:.1f} tokens/s; results in {result.out_dir}")
+    print(f"{s['name']}: {summary_line(s)}; results in {result.out_dir}")
     return 0
 
 

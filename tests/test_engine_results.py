@@ -7,41 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from small_config import small_config
 
 from sim.config import config_from_dict, load_config
 from sim.run import run_main, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "workloads" / "default.yaml"
-
-
-def small_config(**over) -> dict:
-    d = {
-        "name": "tiny",
-        "model": "llama-3.1-8b",
-        "precision": "fp8",
-        "system": "moska",
-        "cluster": {
-            "unique": {"nodes": 2, "chip": "moska-unique"},
-            "shared": {"nodes": 2, "chip": "moska-shared"},
-            "fabric": {"topology": "switch", "link": {"bandwidth_GBps": 450, "latency_ns": 1000}},
-        },
-        "workload": {
-            "arrivals": {"kind": "poisson", "rate_per_s": 50},
-            "unique_tokens": 1024,
-            "output_tokens": {"dist": "uniform", "min": 2, "max": 30},
-            "shared": {"tokens": "256Ki", "chunk_tokens": 2048, "keep_fraction": 0.25},
-        },
-        "batching": {"max_batch": 64, "window_us": 20},
-        "run": {"requests": 40, "seed": 3, "granularity": "step"},
-    }
-    for key, value in over.items():
-        node = d
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return d
 
 
 def write_yaml(tmp_path: Path, data: dict) -> Path:

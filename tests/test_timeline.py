@@ -8,6 +8,7 @@ import json
 from collections import Counter
 
 import pytest
+from small_config import small_config
 
 from sim.config import config_from_dict
 from sim.run import run_main, run_simulation
@@ -25,32 +26,7 @@ from sim.timeline import (
 
 
 def config(**over) -> dict:
-    d = {
-        "name": "tl",
-        "model": "llama-3.1-8b",
-        "precision": "fp8",
-        "system": "moska",
-        "cluster": {
-            "unique": {"nodes": 2, "chip": "moska-unique"},
-            "shared": {"nodes": 2, "chip": "moska-shared"},
-            "fabric": {"topology": "switch", "link": {"bandwidth_GBps": 450, "latency_ns": 1000}},
-        },
-        "workload": {
-            "arrivals": {"kind": "poisson", "rate_per_s": 50},
-            "unique_tokens": 1024,
-            "output_tokens": {"dist": "uniform", "min": 2, "max": 30},
-            "shared": {"tokens": "256Ki", "chunk_tokens": 2048, "keep_fraction": 0.25},
-        },
-        "batching": {"max_batch": 64, "window_us": 20},
-        "run": {"requests": 40, "seed": 3, "granularity": "step"},
-    }
-    for key, value in over.items():
-        node = d
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return d
+    return small_config("tl", **over)
 
 
 def trace(cfg: dict | None = None, **opts) -> tuple[dict, dict, str]:

@@ -14,14 +14,12 @@ Folder layout (built in ``.tmp-<name>-XXXX`` beside the target, moved into place
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim.atomic import staged_folder
 from sim.compare.balance import balance_rows
 from sim.compare.cost import node_prices, run_cost
 from sim.compare.jobs import Job, Outcome, run_jobs
@@ -146,9 +144,7 @@ def run_compare(inputs: CompareInputs, out_dir: Path | str | None = None,
     """Run every variant (and its load sweep) and write the comparison folder."""
     settings = settings or SweepSettings()
     target = _target(out_dir, inputs.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    with staged_folder(target) as tmp:
         jobs, sweeps, failures = _plan(inputs, settings, tmp)
         outcomes = run_jobs(jobs, workers, progress)
         runs = []
@@ -181,13 +177,6 @@ def run_compare(inputs: CompareInputs, out_dir: Path | str | None = None,
         }
         (tmp / "compare.json").write_text(json.dumps(record, indent=2, default=str) + "\n",
                                           encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if target.exists():
-            target.rmdir()  # empty: checked above
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     runs = [_relocated(r, tmp, target) for r in runs]
     wall = {f"{j.label}: {j.what}": o.wall_s for j, o in zip(jobs, outcomes)}
     return CompareResult(target, rows, runs, load_sweep, balance, failures, wall)
