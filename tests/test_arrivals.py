@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +167,7 @@ def test_closed_loop_with_only_a_duration_plans_a_default_count():
 # -- Azure ------------------------------------------------------------------------------------
 @needs_azure
 def test_azure_trace_replays_every_row():
-    t0 = time.perf_counter()
     rows = read_azure(AZURE)
-    assert time.perf_counter() - t0 < 1.0  # well under a second for 19k rows
     p = plan("trace", path=AZURE, format="azure", duration_ns=FAR)
     assert len(rows) == len(p.requests) == 19_366
     first, second = p.requests[:2]
