@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "calibrate": ("sim.calibrate", "calibrate_main", "fit a chip preset to a GPU trace"),
     "compare": ("sim.compare", "compare_main", "run configs side by side, one report"),
     "sweep": ("sim.compare.grid", "sweep_main", "one config over a grid of parameter values"),
+    "probe": ("traces.capture.probe", "main", "time a standard kernel grid on this GPU (probe file)"),
 }
 
 
