@@ -59,7 +59,25 @@ class Code:
     lang: str = ""
 
 
-Block = Heading | Paragraph | Note | Table | Image | Code
+@dataclass(frozen=True)
+class Bullets:
+    """A list of plain-text items; ``style`` names a look (``"verdict"``: a boxed summary
+    at the top of a report), ignored by Markdown."""
+
+    items: Sequence[str]
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class Links:
+    """A list of (text, relative path) links, e.g. to each run's own report; the paths
+    stay inside the results folder, so the reports still open offline."""
+
+    items: Sequence[tuple[str, str]]
+    caption: str | None = None
+
+
+Block = Heading | Paragraph | Note | Table | Image | Code | Bullets | Links
 
 
 @dataclass

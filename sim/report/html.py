@@ -7,8 +7,19 @@ offline, can be mailed as one attachment, and references nothing outside itself.
 from __future__ import annotations
 
 import base64
+from urllib.parse import quote
 
-from sim.report.document import Code, Document, Heading, Image, Note, Paragraph, Table
+from sim.report.document import (
+    Bullets,
+    Code,
+    Document,
+    Heading,
+    Image,
+    Links,
+    Note,
+    Paragraph,
+    Table,
+)
 from sim.report.tables import escape_html, html_table
 
 _CSS = """
@@ -33,6 +44,12 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
 figcaption { font-size: .85rem; color: #57606a; }
 .note { background: #fff8c5; border-left: 4px solid #d4a72c; padding: .5rem .8rem;
         margin: .8rem 0; font-size: .92rem; }
+ul.verdict { background: #f0f6ff; border: 1px solid #b6d4fe; border-radius: 6px;
+             padding: .7rem 1rem .7rem 2rem; margin: .8rem 0 1.2rem; }
+ul.verdict li { margin: .25rem 0; overflow-wrap: anywhere; }
+ul.verdict li:first-child { font-weight: 600; }
+ul.links { columns: 2 18rem; }
+p, li, figcaption, .note { overflow-wrap: anywhere; }
 pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .85rem;
       border: 1px solid #eaeef2; }
 """.strip()
@@ -62,6 +79,19 @@ def render_html(doc: Document) -> str:
                 f'<figure><img src="{image_data_uri(block.data)}" alt="{escape_html(block.alt)}">'
                 f"<figcaption>{escape_html(block.alt)}</figcaption></figure>"
             )
+        elif isinstance(block, Bullets):
+            if block.items:
+                cls = f' class="{escape_html(block.style)}"' if block.style else ""
+                items = "".join(f"<li>{escape_html(item)}</li>" for item in block.items)
+                body.append(f"<ul{cls}>{items}</ul>")
+        elif isinstance(block, Links):
+            if block.items:
+                cap = (f"<p class=\"links-caption\">{escape_html(block.caption)}</p>"
+                       if block.caption else "")
+                items = "".join(
+                    f'<li><a href="{escape_html(quote(href))}">{escape_html(text)}</a></li>'
+                    for text, href in block.items)
+                body.append(f'{cap}<ul class="links">{items}</ul>')
         elif isinstance(block, Code):
             body.append(f"<pre><code>{escape_html(block.text.rstrip())}</code></pre>")
         else:  # pragma: no cover - Block is a closed union

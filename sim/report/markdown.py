@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sim.report.document import Code, Document, Heading, Image, Note, Paragraph, Table
+from sim.report.document import (
+    Bullets,
+    Code,
+    Document,
+    Heading,
+    Image,
+    Links,
+    Note,
+    Paragraph,
+    Table,
+)
 from sim.report.tables import markdown_table
 
 
@@ -23,6 +33,14 @@ def render_markdown(doc: Document) -> str:
             parts.append(f"*{block.caption}*\n\n{table}" if block.caption else table)
         elif isinstance(block, Image):
             parts.append(f"![{block.alt}]({block.filename})")
+        elif isinstance(block, Bullets):
+            if block.items:
+                parts.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Links):
+            if block.items:
+                lines = [f"- [{text}]({href.replace(' ', '%20')})" for text, href in block.items]
+                parts.append((f"*{block.caption}*\n\n" if block.caption else "")
+                             + "\n".join(lines))
         elif isinstance(block, Code):
             fence = "````" if "```" in block.text else "```"
             parts.append(f"{fence}{block.lang}\n{block.text.rstrip()}\n{fence}")

@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from sim.report.data import LATENCY_COLUMNS, Latencies, TimeSeries, as_float, resource_kind
 from sim.report.files import atomic_write_bytes
@@ -213,6 +213,21 @@ def format_count(v: float) -> str:
     return format_tick(v)
 
 
+def log_ticks(axis: Any, samples: Sequence[np.ndarray]) -> None:
+    """Readable ticks on a log axis: labels at 1-2-5 steps over up to ~2.5 decades (else at
+    powers of ten only), unlabelled minor ticks. Without this, matplotlib labels the minor
+    ticks of a narrow log range ('2x10^1 3x10^1 ...') and they overlap the major labels."""
+    arrs = [a[np.isfinite(a) & (a > 0)] for a in samples if a.size]
+    arrs = [a for a in arrs if a.size]
+    decades = (math.log10(max(float(a.max()) for a in arrs) / min(float(a.min()) for a in arrs))
+               if arrs else 0.0)
+    subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(_ms_formatter())
+    axis.set_minor_locator(LogLocator(base=10, subs=tuple(float(k) for k in range(2, 10))))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _ms_formatter() -> FuncFormatter:
     return FuncFormatter(lambda v, _pos: format_tick(v))
 
@@ -251,7 +266,9 @@ def plot_latency_cdfs(lat: Latencies, summary: Mapping[str, Any] | None = None) 
                 ax.plot([v], [q / 100], "o", color=color, ms=4.5)
             if _wants_log([samples]):
                 ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(_ms_formatter())
+                log_ticks(ax.xaxis, [samples])
+            else:
+                ax.xaxis.set_major_formatter(_ms_formatter())
             ax.set_xlabel("ms" + (" (log scale)" if ax.get_xscale() == "log" else ""))
             ax.set_ylim(0, 1.02)
             ax.set_ylabel("fraction of requests")
@@ -268,10 +285,62 @@ def plot_latency_cdfs(lat: Latencies, summary: Mapping[str, Any] | None = None) 
         return figure_png(fig)
 
 
+SERIES_LABELS = {
+    "throughput_tokens_per_s": "throughput (tokens/s)",
+    "running": "running (decoding or prefilling)",
+    "queue.waiting": "waiting for admission",
+    "in_system": "in the system",
+}
+QUEUE_KIND_UNITS = {
+    "unique": "unique nodes: requests waiting for admission",
+    "shared": "shared nodes: queries and prefill jobs waiting",
+    "link": "links: messages waiting",
+    "other": "other queues",
+}
+
+
+KIND_UNIT_NOUNS = {"unique": "nodes", "shared": "nodes", "link": "links", "other": "queues"}
+
+
+def _headroom_for_legend(ax: Axes, factor: float = 1.35) -> None:
+    """Raise the y limit so a legend in the top corner sits above the data."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, lo + (hi - lo) * factor)
+
+
+def series_label(name: str) -> str:
+    """A readable legend label for a timeseries.csv column (never the raw snake_case)."""
+    if name in SERIES_LABELS:
+        return SERIES_LABELS[name]
+    return name.removeprefix("queue.").replace("_per_s", "/s").replace("_", " ")
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` samples, NaN samples ignored (NaN where a
+    window holds none); the ends average over the samples they have."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or v.size == 0:
+        return v.copy()
+    ok = np.isfinite(v)
+    kernel = np.ones(window)
+    sums = np.convolve(np.where(ok, v, 0.0), kernel, mode="same")
+    counts = np.convolve(ok.astype(float), kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _smoothing_window(n: int) -> int:
+    """About 2% of the samples (odd, at least 1): enough to read a trend through the
+    batching cycles that make the raw samples jump."""
+    w = max(1, round(n * 0.02))
+    return w if w % 2 else w + 1
+
+
 def _split_series(ts: TimeSeries) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(throughput series, queue/running series) of a time series."""
+    """(throughput series, request-count and queue series) of a time series."""
     thr = {k: v for k, v in ts.series.items() if "throughput" in k}
-    queues = {k: v for k, v in ts.series.items() if k.startswith("queue.") or k == "running"}
+    queues = {k: v for k, v in ts.series.items()
+              if k.startswith("queue.") or k in ("running", "in_system")}
     return thr, queues
 
 
@@ -281,63 +350,101 @@ def has_timeseries_content(ts: TimeSeries) -> bool:
     return bool(ts) and bool(thr or queues)
 
 
+def _queue_totals(queues: Mapping[str, np.ndarray]) -> dict[str, tuple[int, np.ndarray]]:
+    """Per resource kind (shared nodes, links, ...): (resources, summed queue length).
+    Unique nodes' queues are left out: their sum is ``queue.waiting``, drawn with the
+    request counts."""
+    out: dict[str, tuple[int, np.ndarray]] = {}
+    for name, values in queues.items():
+        if not name.startswith("queue.") or name == "queue.waiting":
+            continue
+        kind = resource_kind(name.removeprefix("queue."))
+        if kind == "unique":
+            continue
+        n, total = out.get(kind, (0, np.zeros(values.shape)))
+        out[kind] = (n + 1, total + np.nan_to_num(values))
+    return out
+
+
 def plot_timeseries(ts: TimeSeries, mean_throughput: float | None = None) -> bytes:
-    """Throughput over time (top) and queue lengths / running requests (bottom)."""
+    """Three panels over simulated time: token throughput (raw and moving average),
+    requests running / waiting for admission (stacked: their sum is the requests in the
+    system, so a backlog that grows is plain to see), and the queues at the shared nodes
+    and links summed per kind (moving average over the raw samples, which jump with every
+    batch)."""
     thr, queues = _split_series(ts)
+    totals = _queue_totals(queues)
+    window = _smoothing_window(ts.time_s.size)
+    smooth_note = f"line: moving average over {window} samples" if window > 1 else ""
     with _style():
-        fig = _figure(11.0, 6.4)
-        ax_thr, ax_q = fig.subplots(2, 1, sharex=True)
-        ax_thr.set_title("Throughput over time")
+        fig = _figure(11.0, 8.2)
+        ax_thr, ax_req, ax_q = fig.subplots(3, 1, sharex=True)
+        ax_thr.set_title("Token throughput over time")
         if thr:
             colors = palette(len(thr))
             for (name, values), color in zip(thr.items(), colors):
-                ax_thr.plot(ts.time_s, values, lw=1.2, color=color, label=name)
+                label = series_label(name)
+                if window > 1:
+                    ax_thr.plot(ts.time_s, values, lw=0.6, color=color, alpha=0.3)
+                    label += f" ({smooth_note})"
+                ax_thr.plot(ts.time_s, moving_average(values, window), lw=1.6, color=color,
+                            label=label)
             if mean_throughput is not None:
-                ax_thr.axhline(
-                    mean_throughput,
-                    color="#57606a",
-                    ls=":",
-                    lw=1.1,
-                    label=f"run mean = {format_number(mean_throughput)}",
-                )
+                ax_thr.axhline(mean_throughput, color="#57606a", ls=":", lw=1.1,
+                               label=f"run mean = {format_number(mean_throughput)} tokens/s")
             ax_thr.set_ylabel("tokens/s")
             ax_thr.set_ylim(bottom=0)
             ax_thr.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_tick(v)))
-            ax_thr.legend(loc="lower right")
+            _headroom_for_legend(ax_thr)
+            ax_thr.legend(loc="upper left", ncols=2)
         else:
             _no_data(ax_thr, "no throughput series in timeseries.csv", clear_ticks=False)
 
-        ax_q.set_title("Queue length and running requests")
-        if queues:
-            # Most-loaded series first; beyond MAX_LABELLED_SERIES draw thin grey, no legend.
-            peaks = {
-                k: float(np.nanmax(v)) if np.isfinite(v).any() else 0.0 for k, v in queues.items()
-            }
-            ordered = sorted(queues, key=lambda k: (k != "running", -peaks[k], natural_key(k)))
-            labelled = ordered[:MAX_LABELLED_SERIES]
-            colors = palette(len(labelled))
-            for name in reversed(ordered[MAX_LABELLED_SERIES:]):
-                ax_q.plot(ts.time_s, queues[name], lw=0.6, color="#c0c0c0")
-            for name, color in zip(labelled, colors):
-                ax_q.plot(
-                    ts.time_s,
-                    queues[name],
-                    lw=1.6 if name == "running" else 1.1,
-                    color="black" if name == "running" else color,
-                    label=name.removeprefix("queue."),
-                )
-            handles, labels = ax_q.get_legend_handles_labels()
-            rest = len(ordered) - len(labelled)
-            if rest:
-                handles.append(Line2D([], [], color="#c0c0c0", lw=0.8))
-                labels.append(f"+{rest} more (grey)")
-            ax_q.legend(
-                handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
-            )
-            ax_q.set_ylabel("items")
-            ax_q.set_ylim(bottom=0)
+        ax_req.set_title("Requests in the system: running + waiting for admission (stacked)")
+        running, waiting = queues.get("running"), queues.get("queue.waiting")
+        if running is not None or waiting is not None:
+            layers = [(v, series_label(k), c) for k, v, c in (
+                ("running", running, "#1f77b4"), ("queue.waiting", waiting, "#ff7f0e"))
+                if v is not None]
+            ax_req.stackplot(ts.time_s, *[np.nan_to_num(v) for v, _l, _c in layers],
+                             labels=[lab for _v, lab, _c in layers],
+                             colors=[c for _v, _l, c in layers], alpha=0.75, lw=0)
+            ax_req.set_ylabel("requests")
+            ax_req.set_ylim(bottom=0)
+            ax_req.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_tick(v)))
+            _headroom_for_legend(ax_req)
+            ax_req.legend(loc="upper left", ncols=2)
+        elif "in_system" in queues:
+            ax_req.plot(ts.time_s, queues["in_system"], color="black", lw=1.4,
+                        label=series_label("in_system"))
+            ax_req.set_ylabel("requests")
+            ax_req.set_ylim(bottom=0)
+            _headroom_for_legend(ax_req)
+            ax_req.legend(loc="upper left")
         else:
-            _no_data(ax_q, "no queue.* or running series in timeseries.csv", clear_ticks=False)
+            _no_data(ax_req, "no running or queue.waiting series in timeseries.csv",
+                     clear_ticks=False)
+
+        ax_q.set_title("Queues at shared nodes and links (sum per kind)")
+        if totals:
+            for kind in ("shared", "link", "other"):
+                if kind not in totals:
+                    continue
+                n, total = totals[kind]
+                color = KIND_COLORS[kind]
+                if window > 1:
+                    ax_q.plot(ts.time_s, total, lw=0.5, color=color, alpha=0.25)
+                ax_q.plot(ts.time_s, moving_average(total, window), lw=1.6, color=color,
+                          label=f"{QUEUE_KIND_UNITS[kind]} ({n} {KIND_UNIT_NOUNS[kind]})")
+            ax_q.set_ylabel("items waiting")
+            ax_q.set_ylim(bottom=0)
+            ax_q.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_tick(v)))
+            _headroom_for_legend(ax_q)
+            ax_q.legend(loc="upper left", ncols=2, title=smooth_note or None, title_fontsize=8,
+                        alignment="left")
+        else:
+            _no_data(ax_q, "no shared-node or link queue series in timeseries.csv",
+                     clear_ticks=False)
         ax_q.set_xlabel("simulated time (s)")
         return figure_png(fig)
 
@@ -499,7 +606,9 @@ def plot_latency_cdfs_overlay(latencies: Sequence[tuple[str, Latencies]]) -> byt
             ax.axhline(0.99, color="#57606a", ls=":", lw=0.8)
             if _wants_log(samples):
                 ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(_ms_formatter())
+                log_ticks(ax.xaxis, samples)
+            else:
+                ax.xaxis.set_major_formatter(_ms_formatter())
             ax.set_xlabel("ms" + (" (log scale)" if ax.get_xscale() == "log" else ""))
             ax.set_ylim(0, 1.02)
             ax.set_ylabel("fraction of requests")
@@ -610,7 +719,9 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
             ax_p.set_xlim(left=0)
             if _wants_log(p99_all):
                 ax_p.set_yscale("log")
-            ax_p.yaxis.set_major_formatter(_ms_formatter())
+                log_ticks(ax_p.yaxis, p99_all)
+            else:
+                ax_p.yaxis.set_major_formatter(_ms_formatter())
         else:
             _no_data(ax_p, "no p99_tpot_ms in load sweep")
         return figure_png(fig)

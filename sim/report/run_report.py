@@ -6,6 +6,7 @@ so in a note rather than failing, because a report of a partial run is still use
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ from sim.report.data import (
     read_timeseries,
     resource_kind,
 )
-from sim.report.document import Document, Heading, Note, Table
+from sim.report.document import Bullets, Document, Heading, Note, Paragraph, Table
+from sim.report.memory import MEMORY_CAPTION, memory_rows, shared_kv_fit
 from sim.report.plots import KIND_LABELS, METRIC_TITLES, natural_key, order_phases
+from sim.report.tables import format_value
+from sim.report.verdict import run_verdict
 
 PERCENTILE_KEYS = (
     ("mean", "mean"),
@@ -52,7 +56,7 @@ OVERVIEW_KEYS = (
     ("tokens_generated", "tokens generated"),
     ("throughput_tokens_per_s", "throughput (tokens/s)"),
     ("throughput_requests_per_s", "throughput (requests/s)"),
-    ("memory_gib", "memory used (GiB)"),
+    ("memory_gib", "HBM used, busiest unique replica (GiB)"),
 )
 
 
@@ -149,6 +153,84 @@ def _bytes_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+SHARING_SCALARS = (
+    ("source", "source"),
+    ("definition", "definition"),
+    ("requests", "requests"),
+    ("requests_sharing", "requests reading a shared corpus"),
+    ("prompt_tokens", "prompt tokens, all requests"),
+    ("shared_prompt_tokens", "of which shared"),
+    ("shared_fraction", "shared fraction of prompt tokens"),
+    ("corpora", "corpora"),
+    ("corpus_tokens_total", "corpus tokens, all corpora"),
+    ("distinct_shared_tokens", "distinct shared tokens"),
+    ("requests_per_corpus_top", "requests of the most-read corpora"),
+    ("top_corpora_request_share", "request share of the top corpora"),
+    ("mean_shared_tokens", "mean shared tokens per request"),
+    ("mean_unique_tokens", "mean unique tokens per request"),
+)
+SHARING_DISTRIBUTIONS = (
+    ("corpus_tokens", "corpus size (tokens)"),
+    ("requests_per_corpus", "requests per corpus"),
+)
+_INTEGER_STATS = {"requests", "requests_sharing", "prompt_tokens", "shared_prompt_tokens",
+                  "corpora", "corpus_tokens_total", "distinct_shared_tokens",
+                  "mean_shared_tokens", "mean_unique_tokens"}
+
+
+def _plural_corpora(text: str) -> str:
+    """'1 synthetic corpora' -> '1 synthetic corpus' in a definition sentence."""
+    return re.sub(r"\b1 (synthetic |shared )?corpora\b", r"1 \1corpus", text)
+
+
+def _count_value(v: Any) -> Any:
+    """A count or token percentile as a whole number, so a rounded p50 can never print
+    above the max (1048576.0 would show as 1,050,000 beside a max of 1,048,576)."""
+    f = as_float(v)
+    return round(f) if f is not None else v
+
+
+def sharing_tables(sharing: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
+    """(statistic/value rows, distribution rows with p50/p90/max) of ``summary['sharing']``.
+
+    Counts are whole numbers and the shared fraction a percentage; keys this function does
+    not know are listed after the known ones, as they are."""
+    scalars: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for key, label in SHARING_SCALARS:
+        if key not in sharing:
+            continue
+        used.add(key)
+        v = sharing[key]
+        if key == "definition" and isinstance(v, str):
+            v = _plural_corpora(v)
+        elif key in ("shared_fraction", "top_corpora_request_share") and as_float(v) is not None:
+            v = f"{as_float(v):.1%}"
+        elif key in _INTEGER_STATS:
+            v = _count_value(v)
+        elif isinstance(v, list | tuple):
+            v = ", ".join(format_value(_count_value(x)) for x in v[:10]) + (
+                " …" if len(v) > 10 else "")
+        scalars.append({"statistic": label, "value": v})
+    dists = []
+    for stem, label in SHARING_DISTRIBUTIONS:
+        keys = {q: f"{stem}_{q}" for q in ("p50", "p90", "max")}
+        if not any(k in sharing for k in keys.values()):
+            continue
+        used.update(keys.values())
+        dists.append({"quantity": label,
+                      **{q: _count_value(sharing.get(k)) for q, k in keys.items()}})
+    for key, v in sharing.items():
+        if key in used:
+            continue
+        if isinstance(v, list | tuple):
+            v = ", ".join(format_value(x) for x in v[:10]) + (" …" if len(v) > 10 else "")
+        elif isinstance(v, Mapping):
+            v = ", ".join(f"{k}: {format_value(x)}" for k, x in v.items())
+        scalars.append({"statistic": str(key), "value": v})
+    return scalars, dists
+
+
 def write_run_report(
     out_dir: Path, summary: dict, requests_csv: Path, timeseries_csv: Path
 ) -> list[Path]:
@@ -162,6 +244,10 @@ def write_run_report(
     written: list[Path] = []
     name = summary.get("name") or "run"
     doc = Document(f"Run report: {name}")
+
+    # Verdict: the answer first; the sections below hold the evidence
+    verdict = run_verdict(summary, requests_csv)
+    doc.add(Heading("Verdict"), Bullets([verdict.headline, *verdict.lines], style="verdict"))
 
     # Overview
     doc.add(Heading("Overview"))
@@ -255,6 +341,17 @@ def write_run_report(
     else:
         doc.add(Note("No time_breakdown_ms in the summary; section skipped."))
 
+    # HBM per node class
+    doc.add(Heading("HBM per node class"))
+    mem_rows = memory_rows(summary)
+    if mem_rows:
+        doc.add(Table(mem_rows, caption=MEMORY_CAPTION))
+        fit = shared_kv_fit(summary)
+        if fit:
+            doc.add(Paragraph(fit))
+    else:
+        doc.add(Note("No memory in the summary; section skipped."))
+
     # Bytes, sharing, config
     doc.add(Heading("Bytes moved and stored"))
     data = summary.get("bytes")
@@ -264,7 +361,10 @@ def write_run_report(
         doc.add(Note("No bytes in the summary; section skipped."))
     sharing = summary.get("sharing")
     if isinstance(sharing, Mapping) and sharing:
-        doc.add(Heading("Sharing"), Table(key_value_rows(sharing, "statistic", "value")))
+        scalars, dists = sharing_tables(sharing)
+        doc.add(Heading("Sharing"), Table(scalars))
+        if dists:
+            doc.add(Table(dists, caption="Across corpora"))
     doc.add(Heading("Resolved config"))
     config = summary.get("config")
     doc.add(config_block(config) if config else Note("No config in the summary."))
