@@ -243,6 +243,7 @@ def _unique_kernel(
     K,
     V,
     LENS,
+    SLOTS,
     O,
     LSE,
     stride_qb,
@@ -263,13 +264,19 @@ def _unique_kernel(
     BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr,
     PREC: tl.constexpr,
+    HAS_SLOTS: tl.constexpr,
 ):
-    """Flash-decoding: one program = one (request, kv head) x one split of its unique tokens."""
+    """Flash-decoding: one program = one (request, kv head) x one split of its unique tokens.
+    With HAS_SLOTS, batch row b reads cache row SLOTS[b] (a serving loop's slot pool)."""
     bh = tl.program_id(0)
     s = tl.program_id(1)
     b = bh // n_kv_heads
     h = bh - b * n_kv_heads
     length = tl.load(LENS + b)
+    if HAS_SLOTS:
+        kb = tl.load(SLOTS + b).to(tl.int64)
+    else:
+        kb = b.to(tl.int64)
     rows = tl.arange(0, BLOCK_M)
     valid = rows < G
     offs_d = tl.arange(0, D)
@@ -277,8 +284,8 @@ def _unique_kernel(
     q = tl.load(q_ptrs, mask=valid[:, None], other=0.0)
     start = s * split_tokens
     end = tl.minimum(start + split_tokens, length)
-    k_base = K + b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+    k_base = K + kb * stride_kb + h.to(tl.int64) * stride_kh
+    v_base = V + kb * stride_vb + h.to(tl.int64) * stride_vh
     acc, m_i, l_i = _attend_range(
         q,
         k_base,
@@ -494,14 +501,20 @@ def unique_attention_triton(
     lens: torch.Tensor,
     config: KernelConfig | None = None,
     n_splits: int | None = None,
+    slots: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flash-decoding over each request's first lens[b] tokens of k_u/v_u [B, kv_heads, L_max, d]
     -> o [B, kv_heads, S, g, d] fp32, lse [B, kv_heads, S, g]. Splits are sized from L_max (fixed
-    capacity), so a growing cache does not change the launch shape."""
+    capacity), so a growing cache does not change the launch shape.
+
+    ``slots`` (int [B], optional): batch row b reads cache row ``slots[b]`` of k_u/v_u, which are
+    then a slot pool [n_slots, kv_heads, L_max, d] (continuous batching without moving KV)."""
     _check_device(q)
     b, hq, d = q.shape
     _check_head_dim(d)
     hk, l_max = k_u.shape[1], k_u.shape[2]
+    if slots is None and k_u.shape[0] != b:
+        raise ValueError(f"unique cache has {k_u.shape[0]} rows for a batch of {b}; pass slots")
     g = hq // hk
     cfg = config or unique_config()
     if n_splits is None:
@@ -516,11 +529,13 @@ def unique_attention_triton(
     if k_u.stride(3) != 1 or v_u.stride(3) != 1:
         raise ValueError("unique k/v caches need a contiguous head_dim")
     lens32 = lens.to(device=q.device, dtype=torch.int32)
+    slots32 = lens32 if slots is None else slots.to(device=q.device, dtype=torch.int32)
     _unique_kernel[(b * hk, n_splits)](
         q,
         k_u,
         v_u,
         lens32,
+        slots32,
         o,
         lse,
         q.stride(0),
@@ -541,6 +556,7 @@ def unique_attention_triton(
         BLOCK_N=cfg.block_n,
         UPCAST=interpreting(),
         PREC=_prec(q.dtype),
+        HAS_SLOTS=slots is not None,
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )
