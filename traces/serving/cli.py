@@ -24,7 +24,7 @@ import torch
 
 from traces.capture.session import chip_hint_for, software_versions
 from traces.capture.timing import CudaEventTimer
-from traces.serving.engine import DecodeEngine, EngineConfig, StepRows
+from traces.serving.engine import DecodeEngine, EngineConfig, GraphCaptureFailed, StepRows
 from traces.serving.loop import LoadSpec, run_load, summarize
 from traces.serving.records import to_document, write_measurement
 
@@ -79,6 +79,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-cuda-graphs", action="store_true")
     p.add_argument("--breakdown-steps", type=int, default=1,
                    help="eager CUDA-event-timed steps per closed-loop point (0: none)")
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="also keep a .tar.gz of every file written so far (rewritten after each run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--notes", default="")
     return p.parse_args(argv)
@@ -129,6 +131,17 @@ def _breakdown(engine: DecodeEngine, load: LoadSpec, steps: int) -> dict | None:
     return acc
 
 
+def _bundle(folder: Path, target: Path) -> None:
+    """Atomically (re)write ``target`` as a .tar.gz of the measurement files in ``folder``."""
+    import tarfile
+
+    tmp = target.with_name(target.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for f in sorted(folder.glob("*.serving.json")):
+            tar.add(f, arcname=f.name)
+    tmp.replace(target)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     device = torch.device(args.device)
@@ -166,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             if engine._use_graphs:
                 top = int(value) if closed else args.poisson_max_batch
                 for b in (range(1, top + 1) if not closed else [top]):
-                    engine.capture(b)
+                    try:
+                        engine.capture(b)
+                    except GraphCaptureFailed:
+                        break
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t_capture = time.perf_counter() - t0
@@ -181,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     else f"{system}-poisson{value:g}")
             deployment = {"kind": "colocated", "gpus": 1, "system": system,
                           "shared_attention": "local", "cuda_graphs": engine._use_graphs,
-                          "decode_only": True}
+                          "cuda_graph_error": engine.graph_error, "decode_only": True}
             doc = to_document(
                 deployment=deployment,
                 engine={**asdict(cfg), "n_chunks": cfg.n_chunks, "top_k": cfg.top_k,
@@ -192,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             if breakdown is not None:
                 doc["gpu_breakdown_ms_per_step"] = breakdown
             write_measurement(args.out / f"{name}.serving.json", doc)
+            if args.bundle is not None:
+                _bundle(args.out, args.bundle)
             tp, tpot = summ["throughput_tokens_per_s"], summ["tpot_ms"]["p50"]
             print(f"[{name}] {summ['steps']} steps, {summ['tokens_generated']} tokens in "
                   f"{summ['duration_s']:.2f} s: {tp:.1f} tok/s, TPOT p50 {tpot:.2f} ms, "

@@ -142,6 +142,10 @@ class StepRows:
         return len(self.slots)
 
 
+class GraphCaptureFailed(RuntimeError):
+    """A CUDA graph could not be captured; the engine has switched to eager steps."""
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -170,6 +174,7 @@ class DecodeEngine:
     _inputs: torch.Tensor | None = None  # int64 [3, max_batch] on the device: tokens, slots, lens
     _static_sel: dict[int, torch.Tensor] = field(default_factory=dict)
     layer_timings: list[Any] = field(default_factory=list)
+    graph_error: str | None = None  # set when a capture failed; steps then run eagerly
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -257,7 +262,11 @@ class DecodeEngine:
         if self._use_graphs:
             g = self._graphs.get(b)
             if g is None:
-                g = self.capture(b)
+                try:
+                    g = self.capture(b)
+                except GraphCaptureFailed:
+                    g = None
+        if self._use_graphs and g is not None:
             g.graph.replay()
             logits, nxt = g.logits, g.next_tokens
         else:
@@ -268,7 +277,7 @@ class DecodeEngine:
     @property
     def _use_graphs(self) -> bool:
         return (self.cfg.cuda_graphs and self.k_pool.device.type == "cuda"
-                and isinstance(self.side, LocalSharedSide))
+                and isinstance(self.side, LocalSharedSide) and not self.graph_error)
 
     @torch.no_grad()
     def capture(self, batch: int) -> _Graph:
@@ -290,9 +299,15 @@ class DecodeEngine:
         if not hasattr(self, "_pool"):
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            logits, nxt = self._forward(tok, slots, lens)
-        torch.cuda.synchronize()
+        try:
+            with torch.cuda.graph(graph, pool=self._pool):
+                logits, nxt = self._forward(tok, slots, lens)
+            torch.cuda.synchronize()
+        except RuntimeError as e:  # say so in the records and go on eagerly
+            self.graph_error = f"CUDA graph capture of batch {batch} failed: {e}"
+            print(f"warning: {self.graph_error}; running eagerly", flush=True)
+            self._inputs[:, :batch] = saved
+            raise GraphCaptureFailed(self.graph_error) from e
         self._inputs[:, :batch] = saved
         g = _Graph(graph, logits, nxt)
         self._graphs[batch] = g
