@@ -3,6 +3,7 @@ overlaid latency CDFs, throughput vs offered load, utilization and time breakdow
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 from sim.report import plots
 from sim.report.common import emit_image, flatten, write_document
 from sim.report.data import as_float, mean_utilization_by_kind, read_latencies
-from sim.report.document import Document, Heading, Note, Paragraph, Table
+from sim.report.document import Bullets, Document, Heading, Links, Note, Paragraph, Table
+from sim.report.memory import memory_rows, shared_kv_fit
+from sim.report.verdict import compare_verdict
 
 OPTIONAL_COLUMNS = ("memory (GiB)", "cost ($/M tokens)")
 
@@ -95,6 +98,78 @@ def _price_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def decode_step_breakdown(summary: Mapping[str, Any]) -> Mapping[str, Any]:
+    """ms per decode token by phase: ``time_breakdown_per_token_ms`` when the summary has
+    it (``time_breakdown_ms`` is the run's total over every request, which grows with the
+    run's length and so cannot be compared across runs), else ``time_breakdown_ms``."""
+    for key in ("time_breakdown_per_token_ms", "time_breakdown_ms"):
+        value = summary.get(key)
+        if isinstance(value, Mapping) and value:
+            return value
+    return {}
+
+
+def run_folder(out_dir: Path, run: Mapping[str, Any]) -> Path | None:
+    """The folder holding one run's own results: ``run['out_dir']`` if given, else the
+    folder of its requests.csv, else ``<out_dir>/runs/<label>`` (where ``moska-sim
+    compare`` puts every variant, failed ones included) when it exists."""
+    if run.get("out_dir"):
+        return Path(run["out_dir"])
+    csv = run.get("requests_csv")
+    if csv:
+        return Path(csv).parent
+    guess = Path(out_dir) / "runs" / str(run.get("label", "?"))
+    return guess if guess.is_dir() else None
+
+
+def failure_reason(out_dir: Path, run: Mapping[str, Any]) -> str | None:
+    """Why a run has no results: ``run['error']``, else the first non-empty line of the
+    ``error.txt`` in its folder; None for a run with results."""
+    if run.get("error"):
+        return str(run["error"]).strip().splitlines()[0]
+    if run.get("requests_csv") or (run.get("summary") or {}).get("throughput_tokens_per_s"):
+        return None
+    folder = run_folder(out_dir, run)
+    err = folder / "error.txt" if folder else None
+    if err is not None and err.is_file():
+        lines = [ln.strip() for ln in err.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return lines[-1] if lines else "failed (empty error.txt)"
+    return "no results"
+
+
+def report_links(out_dir: Path, runs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(label, relative path) of each run's report.html (or error.txt for a failed run)
+    that exists inside ``out_dir``; paths outside it are left out so the report never
+    points out of its folder."""
+    out_dir = Path(out_dir).resolve()
+    links = []
+    for run in runs:
+        folder = run_folder(out_dir, run)
+        if folder is None:
+            continue
+        for name, suffix in (("report.html", ""), ("error.txt", " (failed: error.txt)")):
+            target = (folder / name).resolve()
+            if target.is_file() and target.is_relative_to(out_dir):
+                links.append((f"{run.get('label', '?')}{suffix}",
+                              os.path.relpath(target, out_dir).replace(os.sep, "/")))
+                break
+    return links
+
+
+def compare_memory_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per config and node class: HBM capacity, used at peak, headroom (GiB)."""
+    rows = []
+    for run in runs:
+        summary = run.get("summary") or {}
+        for r in memory_rows(summary):
+            rows.append({"config": str(run.get("label", "?")), "node class": r["node class"],
+                         "nodes": r["nodes"], "HBM (GiB)": r["HBM (GiB)"],
+                         "shared KV held": r["shared KV held"],
+                         "used at peak": r["used at peak"], "headroom": r["headroom"],
+                         "used": r["used"]})
+    return rows
+
+
 def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | None) -> list[Path]:
     """Write ``compare.md``, ``compare.html`` and their figures into ``out_dir``.
 
@@ -109,8 +184,17 @@ def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | Non
         "Comparison: " + (", ".join(labels) if len(labels) <= 4 else f"{len(labels)} configs")
     )
 
+    reasons = {str(r.get("label", "?")): failure_reason(out_dir, r) for r in runs}
+    verdict = compare_verdict(runs, reasons)
+    doc.add(Heading("Verdict"), Bullets(list(verdict.lines), style="verdict"))
+
     doc.add(Heading("Summary"))
     rows = compare_rows(runs)
+    for row in rows:
+        label = row["config"]
+        row["load"] = verdict.states.get(label, "failed" if reasons.get(label) else "—")
+        if any(reasons.values()):
+            row["failure"] = reasons.get(label) or ""
     if rows:
         doc.add(Table(rows))
         missing = [c for c in OPTIONAL_COLUMNS if c not in rows[0]]
@@ -122,14 +206,33 @@ def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | Non
                 "with unique, shared, link); '—' where a config has none of that kind."
             )
         )
+        doc.add(Paragraph(
+            "load: past saturation (arrivals outpace completions, admission wait dominates, "
+            "or a closed loop past its knee: latencies there describe a queue, not the "
+            "hardware), at capacity (the busiest resource is at least 90% busy) or below "
+            "saturation; each run's report says why."))
     else:
         doc.add(Note("No runs to compare."))
+    links = report_links(out_dir, runs)
+    if links:
+        doc.add(Links(links, caption="Each run's own report (verdict, plots, HBM, config):"))
     prices = _price_rows(runs)
     if prices:
         doc.add(Table(prices, caption="Prices used for the cost column"))
+    mem = compare_memory_rows(runs)
+    if mem:
+        doc.add(Heading("HBM per node class"))
+        doc.add(Table(mem, caption="GiB; unique: one replica at the busiest replica's peak; "
+                                   "shared: one node's slice of the shared KV"))
+        fits = [(str(r.get("label", "?")), shared_kv_fit(r.get("summary") or {})) for r in runs]
+        for label, text in fits:
+            if text:
+                doc.add(Paragraph(f"{label}: {text}"))
 
+    # the figures show the runs with results; failed ones are named in the verdict and table
+    shown = [(label, r) for label, r in zip(labels, runs) if not reasons.get(label)]
     doc.add(Heading("Latency distributions"))
-    latencies = [(label, read_latencies(r.get("requests_csv"))) for label, r in zip(labels, runs)]
+    latencies = [(label, read_latencies(r.get("requests_csv"))) for label, r in shown]
     if any(lat for _l, lat in latencies):
         doc.add(
             emit_image(
@@ -164,7 +267,7 @@ def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | Non
     doc.add(Heading("Utilization"))
     util_rows = [
         (label, mean_utilization_by_kind((r.get("summary") or {}).get("utilization")))
-        for label, r in zip(labels, runs)
+        for label, r in shown
     ]
     if any(v is not None for _l, u in util_rows for v in u.values()):
         doc.add(
@@ -180,10 +283,7 @@ def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | Non
         doc.add(Note("No utilization in any summary; plot skipped."))
 
     doc.add(Heading("Where a decode step's time goes"))
-    breakdowns = [
-        (label, (r.get("summary") or {}).get("time_breakdown_ms")) for label, r in zip(labels, runs)
-    ]
-    breakdowns = [(label, b if isinstance(b, Mapping) else {}) for label, b in breakdowns]
+    breakdowns = [(label, decode_step_breakdown(r.get("summary") or {})) for label, r in shown]
     if any(b for _l, b in breakdowns):
         doc.add(
             emit_image(

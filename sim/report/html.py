@@ -25,7 +25,7 @@ from sim.report.tables import escape_html, html_table
 _CSS = """
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       margin: 0 auto; max-width: 1100px; padding: 1.5rem 2rem 3rem; color: #1f2328;
+       margin: 0 auto; max-width: 1200px; padding: 1.5rem 2rem 3rem; color: #1f2328;
        line-height: 1.45; background: #fff; }
 h1 { font-size: 1.7rem; border-bottom: 2px solid #d0d7de; padding-bottom: .3rem; }
 h2 { font-size: 1.3rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de;
@@ -35,7 +35,9 @@ h3 { font-size: 1.1rem; margin-top: 1.4rem; }
 table { border-collapse: collapse; font-size: .9rem; font-variant-numeric: tabular-nums; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3rem; }
 th, td { border: 1px solid #d0d7de; padding: .3rem .65rem; text-align: left;
-         white-space: nowrap; }
+         white-space: normal; overflow-wrap: break-word; }
+td.num, td:first-child { white-space: nowrap; }
+td { max-width: 40rem; }
 th { background: #f6f8fa; font-weight: 600; white-space: normal; vertical-align: bottom; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 .num { text-align: right; }

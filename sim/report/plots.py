@@ -822,6 +822,7 @@ def plot_time_breakdown_stacked(rows: Sequence[tuple[str, Mapping[str, Any]]]) -
         ax.set_xlim(0, top * 1.13)
         ax.set_yticks(ypos, [shorten(label) for label, _b in per_config])
         ax.grid(axis="y", visible=False)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_tick(v)))
         ax.set_xlabel("ms per decode step")
         fig.legend(
             [Patch(color=colors[p]) for p in phases],

@@ -498,12 +498,18 @@ def _why(runs: Sequence[Mapping[str, Any]], winner: Winner | None) -> str:
     return text.strip()
 
 
-def compare_verdict(runs: Sequence[Mapping[str, Any]]) -> CompareVerdict:
-    """Winners on throughput, p99 TPOT and $/M tokens; runs past saturation; failures."""
+def compare_verdict(runs: Sequence[Mapping[str, Any]],
+                    reasons: Mapping[str, str | None] | None = None) -> CompareVerdict:
+    """Winners on throughput, p99 TPOT and $/M tokens; runs past saturation; failures.
+
+    ``runs`` are the entries :func:`sim.report.write_compare_report` takes (label, summary,
+    requests_csv, cost_per_million_tokens, optionally error); ``reasons`` maps a label to
+    why it failed, where the caller knows more than ``run['error']``."""
+    reasons = reasons or {}
     ok = [r for r in runs if not r.get("error") and (r.get("summary") or {}).get(
         "throughput_tokens_per_s") is not None]
-    failed = {str(r.get("label", "?")): str(r.get("error") or "no results")
-              for r in runs if r not in ok}
+    failed = {str(r.get("label", "?")): str(r.get("error") or reasons.get(
+        str(r.get("label", "?"))) or "no results") for r in runs if r not in ok}
     winners = [w for w in (
         _winner(ok, "throughput", "Highest throughput", " tokens/s", True),
         _winner(ok, "p99_tpot", "Lowest p99 TPOT", " ms", False),
@@ -529,9 +535,10 @@ def compare_verdict(runs: Sequence[Mapping[str, Any]]) -> CompareVerdict:
     return CompareVerdict(tuple(winners), why, states, failed, tuple(lines))
 
 
-def compare_verdict_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+def compare_verdict_lines(runs: Sequence[Mapping[str, Any]],
+                          reasons: Mapping[str, str | None] | None = None) -> list[str]:
     """The comparison verdict as plain text lines, for a terminal or a log."""
-    return ["Verdict:", *(f"  {line}" for line in compare_verdict(runs).lines)]
+    return ["Verdict:", *(f"  {line}" for line in compare_verdict(runs, reasons).lines)]
 
 
 __all__ = [
