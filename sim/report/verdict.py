@@ -19,12 +19,14 @@ How saturation is judged (each rule is stated in the verdict when it fires):
   latencies grow with its length.
 - *admission wait dominates*: requests spend more than half their end-to-end time
   waiting to be admitted to a unique node.
-- *closed loop past the knee*: with a fixed concurrency the bottleneck is at least 90%
-  busy and more than half of request time is waiting (queueing, prefill stalls, admission);
-  by Little's law the concurrency that would just fill the bottleneck is about
-  concurrency x (1 - waiting share).
-- otherwise *at capacity* when the busiest resource is at least 90% busy, else *below
-  saturation*.
+- *closed loop past the knee*: with a fixed concurrency, more than half of request time is
+  waiting (queueing, prefill stalls, admission) rather than being served, or the bottleneck
+  is at least 90% busy (throughput capped) and more than a fifth is waiting. By Little's
+  law the concurrency that would give the same throughput without that waiting is about
+  concurrency x (1 - waiting share): the knee, an upper estimate (prefill time counts as
+  service although part of it is waiting for other prefills).
+- otherwise *at capacity* when the busiest resource is at least 90% busy or more than half
+  of request time is waiting (a stable queue near the knee), else *below saturation*.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from sim.report.tables import format_number
 BUSY_THRESHOLD = 0.9  # a resource this busy is at capacity
 BACKLOG_COMPLETION_RATIO = 0.9  # completions below this share of arrivals: backlog grows
 ADMISSION_DOMINANT_SHARE = 0.5  # admission wait above this share of e2e
-CLOSED_LOOP_WAITING_SHARE = 0.5  # waiting above this share of request time, closed loop
+WAITING_SHARE = 0.5  # waiting above this share of request time: at or past the knee
+CAPPED_WAITING_SHARE = 0.2  # closed loop with a capped bottleneck: past the knee above this
 MIN_BACKLOG_ARRIVALS = 20  # fewer arrivals in the window: too few to tell
 
 PAST = "past saturation"
@@ -325,27 +328,37 @@ def judge_saturation(summary: Mapping[str, Any], requests_csv: Path | None = Non
                        "end-to-end time")
     busy = bottleneck.utilization if bottleneck else None
     share = waiting_share(summary)
-    if closed and busy is not None and busy >= BUSY_THRESHOLD and share is not None \
-            and share > CLOSED_LOOP_WAITING_SHARE:
+    waiting = share is not None and share > WAITING_SHARE
+    capped = busy is not None and busy >= BUSY_THRESHOLD
+    if closed and share is not None and (waiting or (capped and share > CAPPED_WAITING_SHARE)):
         past = True
         conc = as_float(_get(summary.get("config"), "workload.arrivals.concurrency"))
         knee = f"; the knee is near concurrency ≈ {_fmt(conc * (1 - share))}" if conc else ""
+        busy_text = (f" while the {bottleneck.label} are {busy:.0%} busy" if bottleneck
+                     else "")
         reasons.append(
-            f"closed loop past the knee: {bottleneck.label} are {busy:.0%} busy and "
-            f"{share:.0%} of request time is waiting (queueing, prefill stalls, admission), "
-            f"so more concurrency adds only latency{knee}")
+            f"closed loop past the knee: {share:.0%} of request time is waiting (queueing, "
+            f"prefill stalls, admission){busy_text}, so more concurrency adds only "
+            f"latency{knee}")
     if past:
         return Saturation(PAST, tuple(reasons))
-    if busy is None:
-        return Saturation(UNKNOWN, ("no utilization in the summary",))
-    if busy >= BUSY_THRESHOLD:
-        extra = (f"; {share:.0%} of request time is waiting" if share is not None else "")
+    if busy is None and share is None:
+        return Saturation(UNKNOWN, ("no utilization or time breakdown in the summary",))
+    share_text = f"{share:.0%} of request time is waiting" if share is not None else ""
+    if (busy is not None and busy >= BUSY_THRESHOLD) or waiting:
+        parts = []
+        if busy is not None and busy >= BUSY_THRESHOLD:
+            parts.append(f"the busiest resource ({bottleneck.resource}) is {busy:.0%} busy")
+        if share_text:
+            parts.append(share_text)
         return Saturation(AT_CAPACITY, (
-            (f"the busiest resource ({bottleneck.resource}) is {busy:.0%} busy: throughput "
-             f"is near its ceiling and more load mostly adds latency{extra}"),))
+            " and ".join(parts) + ": the queue is stable but throughput is near its ceiling "
+            "and more load mostly adds latency",))
+    busy_text = (f"the busiest resource ({bottleneck.resource}) is {busy:.0%} busy"
+                 if bottleneck else "no utilization in the summary")
     return Saturation(BELOW, (
-        (f"the busiest resource ({bottleneck.resource}) is {busy:.0%} busy, so there is "
-         "headroom for more load"),))
+        busy_text + (f" and {share_text}" if share_text else "")
+        + ", so there is headroom for more load",))
 
 
 # --------------------------------------------------------------------------- run verdict
@@ -468,6 +481,7 @@ def _why(runs: Sequence[Mapping[str, Any]], winner: Winner | None) -> str:
     """One paragraph: why the throughput winner wins, from bottlenecks and breakdowns."""
     if winner is None or winner.runner_up is None:
         return ""
+    tie = bool(winner.runner_up_value) and winner.value < 1.05 * winner.runner_up_value
     by_label = {str(r.get("label", "?")): r.get("summary") or {} for r in runs}
     a, b = by_label[winner.label], by_label[winner.runner_up]
     ba, bb = find_bottleneck(a), find_bottleneck(b)
@@ -492,9 +506,15 @@ def _why(runs: Sequence[Mapping[str, Any]], winner: Winner | None) -> str:
                 f"{p} ({_fmt(abs(d), ' ms')} {'less' if d > 0 else 'more'} in {winner.label})"
                 for p, d in big)
         text += "."
-        if sa > sb:
-            text += (" Its tokens are slower, but it keeps more requests decoding at once, "
-                     "so more tokens come out per second.")
+        if sa > sb and not tie:
+            # Little's law: mean requests decoding at once = tokens/s x s per token
+            text += (" Its tokens are slower, but it keeps more requests decoding at once "
+                     f"(tokens/s x ms per token: {_fmt(winner.value * sa / 1000)} against "
+                     f"{_fmt((winner.runner_up_value or 0) * sb / 1000)}), so more tokens "
+                     "come out per second.")
+    if tie:
+        text = (f"{winner.label} and {winner.runner_up} are within 5% on throughput, "
+                "effectively a tie. " + text)
     return text.strip()
 
 
@@ -526,8 +546,8 @@ def compare_verdict(runs: Sequence[Mapping[str, Any]],
         lines.append("Why: " + why)
     past = [lab for lab, st in states.items() if st == PAST]
     if past:
-        lines.append(f"Past saturation (latencies there describe a growing queue, not the "
-                     f"hardware): {', '.join(past)}.")
+        lines.append(f"Past saturation (their latencies are mostly waiting in queues, not the "
+                     f"hardware's speed; see each run's Load line): {', '.join(past)}.")
     if failed:
         lines.append("Failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()) + ".")
     if not lines:
