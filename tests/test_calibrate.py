@@ -13,7 +13,7 @@ import yaml
 from hw import specs
 from hw.ops import DecodeAttention, Gemm, GroupedSharedAttention, LseMerge
 from hw.specs import PRESET_DIR, chip_from_dict, load_chip
-from sim.calibrate import calibrate_main
+from sim.cli.calibrate import calibrate_main
 from sim.calibration.cli import calibrate
 from sim.calibration.kernels import (
     ROUTER_LAUNCHES,

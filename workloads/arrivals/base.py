@@ -95,7 +95,8 @@ class ArrivalProcess:
         raise NotImplementedError
 
     def with_defaults(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """``values`` with every declared default filled in; unknown names are an error."""
+        """``values`` with every declared default filled in (a missing required one is None,
+        for the process's own check to report); unknown names are an error."""
         names = {p.name for p in self.params}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -106,8 +107,7 @@ class ArrivalProcess:
             if p.name in values and values[p.name] is not None:
                 out[p.name] = values[p.name]
             elif p.required:
-                raise WorkloadError(f"workload.arrivals.{p.name}: expected {p.description} "
-                                    f"(kind {self.kind!r}), got nothing")
+                out[p.name] = None  # the process's own check names the field
             else:
                 out[p.name] = p.default
         return out

@@ -140,7 +140,7 @@ class TraceArrivals(ArrivalProcess):
         if path is None:
             raise WorkloadError("workload.arrivals.path: expected a trace file, got nothing")
         rows = read_trace(path, values["format"])
-        return trace_plan(rows, time_scale=values.get("time_scale") or 1.0,
+        return trace_plan(rows, time_scale=values["time_scale"],
                           start_offset_s=values.get("start_offset_s", 0.0),
                           max_requests=ctx.max_requests, duration_ns=ctx.duration_ns,
                           shared=ctx.shared, rng_corpora=ctx.corpus_rng)
