@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.analytic.steady_state import Scenario, SystemPoint, best_point, evaluate, systems
+from workloads.systems import get_system
 
 DEFAULT_BATCHES = [2**i for i in range(12)]
 DEFAULT_SHARED = [2**20 * m for m in (1, 2, 4, 8, 16)]
@@ -40,13 +41,12 @@ def analyze(sc: Scenario, batch: int, batches: list[int], shared: list[int]) -> 
             p = best[s]
             row[f"{s} tok/s"] = p.throughput_tokens_per_s if p.feasible else None
             row[f"{s} @conc"] = p.concurrency if p.feasible else None
-        if "moska" in best:
-            mo = best["moska"].throughput_tokens_per_s
-            for s in SYSTEMS:
-                if s == "moska":
-                    continue
+        # each disaggregated system's ratio over each co-located one (moska/vanilla, ...)
+        for d in (x for x in SYSTEMS if get_system(x).disaggregated):
+            mo = best[d].throughput_tokens_per_s
+            for s in (x for x in SYSTEMS if not get_system(x).disaggregated):
                 base = best[s].throughput_tokens_per_s
-                row[f"moska/{s}"] = (mo / base) if best[s].feasible and base > 0 else None
+                row[f"{d}/{s}"] = (mo / base) if best[s].feasible and base > 0 else None
         shared_rows.append(row)
     return {
         "name": sc.name,
