@@ -6,8 +6,8 @@ import pytest
 
 from hw.specs import LinkSpec, load_chip
 from sim.analytic import Scenario, best_point, evaluate
-from workloads.systems import available_systems
 from workloads.models import get_model
+from workloads.systems import available_systems
 
 MODEL = get_model("llama-3.1-8b")
 KAPPA = MODEL.kv_bytes_per_token("fp8")

@@ -12,6 +12,7 @@ import grimp
 import networkx as nx
 import pytest
 
+from hw.ops import DecodeAttention
 from sim.analytic import scenario
 from sim.analytic.sweeps import analyze
 from sim.config import config_from_dict, resolve
@@ -25,7 +26,6 @@ from workloads.systems import (
     unregister_system,
 )
 from workloads.systems.ops import StepOp, attention_kwargs
-from hw.ops import DecodeAttention
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sim", "hw", "workloads", "traces")
@@ -78,7 +78,7 @@ class DenseCopy(ServingSystem):
 
 
 @pytest.fixture()
-def toy_system():  # noqa: ANN201
+def toy_system():
     register_system(DenseCopy)
     yield DenseCopy.name
     unregister_system(DenseCopy.name)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sim.cli.compare import compare_main
+from sim.config import ConfigError, load_config
 from sim.studies import (
     cost_per_million_tokens,
     load_inputs,
@@ -18,7 +19,6 @@ from sim.studies import (
     run_cost,
 )
 from sim.studies.sweep import SweepSettings
-from sim.config import ConfigError, load_config
 
 TINY = """\
 name: {name}

@@ -9,6 +9,7 @@ import pydantic
 import pytest
 import yaml
 
+from sim.cli.validate import validate_main
 from sim.config import (
     ConfigError,
     ExperimentConfig,
@@ -18,7 +19,6 @@ from sim.config import (
     parse_assignment,
     with_overrides,
 )
-from sim.cli.validate import validate_main
 from sim.config.schema import LognormalDist, PoissonArrivals, UniformDist, Zipf
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from hw.specs import LinkSpec
 from sim import analytic
 from sim.engine.experiment import make_experiment
 from sim.run import simulate
-from workloads.systems import decode_step_ops, prefill_ops
 from workloads.request import RequestSpec
+from workloads.systems import decode_step_ops, prefill_ops
 
 UNIQUE = 4096  # a multiple of the context bucket, so the engine prices this exact shape
 OUTPUT = 9

@@ -12,8 +12,8 @@ import textwrap
 from pathlib import Path
 
 from sim.engine.experiment import make_experiment
-from sim.run.results import summary_json
 from sim.run import simulate
+from sim.run.results import summary_json
 from workloads.request import RequestSpec
 
 SCRIPT = textwrap.dedent("""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -130,7 +128,7 @@ def test_closed_loop_keeps_concurrency_in_flight():
 
 
 def test_window_batches_messages_from_different_unique_nodes():
-    def base(window_ns: int):  # noqa: ANN202
+    def base(window_ns: int):
         return make_experiment(unique_nodes=4, shared_nodes=1, requests=4, max_batch=512,
                                window_ns=window_ns)
     reqs = [RequestSpec(i, 0, 1000, 20) for i in range(4)]

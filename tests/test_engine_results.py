@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from small_config import small_config
 
-from sim.config import config_from_dict, load_config
 from sim.cli.run import run_main
+from sim.config import config_from_dict, load_config
 from sim.run import run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,6 @@ lie in the 99 % t-interval of the 5 seed means.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import given, settings

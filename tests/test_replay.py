@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from sim.cli import main as cli_main
-from sim.config import config_from_dict
 from sim.cli.replay import replay_main
-from sim.run.replay import ChunkMap, replay_simulation
+from sim.config import config_from_dict
 from sim.run import run_simulation
+from sim.run.replay import ChunkMap, replay_simulation
 from traces.io import write_trace
 from traces.schema import StepRecord, Trace, TraceHeader
 

@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 from small_config import small_config
 
-from sim.config import config_from_dict
+from sim.cli.common import add_timeline_arguments, options_from_args
 from sim.cli.run import run_main
-from sim.run import run_simulation
+from sim.config import config_from_dict
 from sim.engine.timeline import (
     DEFAULT_MAX_EVENTS,
     LINKS,
@@ -22,7 +22,7 @@ from sim.engine.timeline import (
     TimelineOptions,
     parse_window,
 )
-from sim.cli.common import add_timeline_arguments, options_from_args
+from sim.run import run_simulation
 
 
 def config(**over) -> dict:

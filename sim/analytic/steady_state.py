@@ -301,6 +301,6 @@ __all__ = [
     "best_point",
     "evaluate",
     "scenario",
-    "systems",
     "step_latency_ns",
+    "systems",
 ]

@@ -112,7 +112,7 @@ def text_table(rows: list[dict[str, Any]]) -> str:
     cols = list(rows[0])
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w)  # noqa: E731
+    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w)
                                   for i, (v, w) in enumerate(zip(vals, widths)))
     return "\n".join([line(cols), line(["-" * w for w in widths]), *map(line, cells)])
 

@@ -62,11 +62,11 @@ class Cluster:
                 u.route = self.router.route
 
     @property
-    def log(self):  # noqa: ANN201 - the request log, for the summary and reports
+    def log(self):
         return self.records.log
 
     @property
-    def done(self):  # noqa: ANN201 - the event that fires when every request has finished
+    def done(self):
         return self.driver.done
 
     # -- construction ---------------------------------------------------------------------

@@ -75,7 +75,7 @@ class RequestDriver:
             self._next += 1
             self.dispatch(rid)
 
-    def open_loop(self):  # noqa: ANN201 - a SimPy process
+    def open_loop(self):
         """Requests arrive at their planned times."""
         env = self.env
         for rid, r in enumerate(self.requests):

@@ -208,8 +208,7 @@ class Fabric:
         free_at = self.free_at
         start = now
         for li in links:
-            if free_at[li] > start:
-                start = free_at[li]
+            start = max(start, free_at[li])
         ser = int(nbytes / self.bytes_per_ns)
         if ser < nbytes / self.bytes_per_ns:
             ser += 1
@@ -247,8 +246,7 @@ class Fabric:
             while pend and pend[0] <= now:
                 pend.popleft()
             pend.append(start)
-            if len(pend) > self.max_queue[li]:
-                self.max_queue[li] = len(pend)
+            self.max_queue[li] = max(self.max_queue[li], len(pend))
 
     def queue_length(self, li: int) -> int:
         """Messages waiting to start serialising on link ``li`` now."""

@@ -66,7 +66,7 @@ class Engine:
         self.env.schedule(event, NORMAL, delay_ns)
         return event
 
-    def call_after(self, delay_ns: int, fn, *args) -> None:  # noqa: ANN001
+    def call_after(self, delay_ns: int, fn, *args) -> None:
         """Run ``fn(*args)`` ``delay_ns`` from now (one scheduled event, no process)."""
         assert isinstance(delay_ns, int) and delay_ns >= 0, delay_ns
         ev = self.env.timeout(delay_ns)

@@ -30,7 +30,7 @@ class RequestLog:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        neg = lambda: np.full(n, -1, dtype=np.int64)  # noqa: E731
+        neg = lambda: np.full(n, -1, dtype=np.int64)
         self.arrival_ns = neg()
         self.admit_ns = neg()
         self.first_ns = neg()
@@ -96,8 +96,7 @@ class Occupancy:
         self.area += self.n * (t - self.last_t)
         self.last_t = t
         self.n += delta
-        if self.n > self.max_n:
-            self.max_n = self.n
+        self.max_n = max(self.max_n, self.n)
 
     def area_until(self, t: int) -> int:
         return self.area + self.n * (t - self.last_t)
@@ -127,7 +126,7 @@ class Sampler:
             self.rows = self.rows[::2]
             self.dt *= 2
 
-    def process(self, env):  # noqa: ANN001, ANN201 - a SimPy process
+    def process(self, env):
         while True:
             self.sample(env.now)
             nxt = (env.now // self.dt + 1) * self.dt  # the next point of the current grid

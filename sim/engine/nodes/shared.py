@@ -88,8 +88,7 @@ class SharedNode(Node):
             self._layer_max[msg.layer] = int(acc.max())
         self.pending_pairs += msg.pairs
         self.pending_queries += msg.requests
-        if self.pending_pairs > self.max_pending_pairs:
-            self.max_pending_pairs = self.pending_pairs
+        self.max_pending_pairs = max(self.max_pending_pairs, self.pending_pairs)
         wake = self._wake
         if wake is not None and (not self._wake_full_only or self._full()):
             self._wake = None
@@ -123,7 +122,7 @@ class SharedNode(Node):
             ev.succeed()
 
     # -- the node's process ---------------------------------------------------------------
-    def run(self):  # noqa: ANN201 - a SimPy process
+    def run(self):
         env = self.env
         while True:
             if not self.pending and not self.jobs:
@@ -139,7 +138,7 @@ class SharedNode(Node):
                     continue
             yield from self._launch()
 
-    def _run_job(self, job: PrefillJob):  # noqa: ANN202
+    def _run_job(self, job: PrefillJob):
         now = self.env.now
         job.t_start = now
         self._busy(job.cost_ns)
@@ -184,7 +183,7 @@ class SharedNode(Node):
             break
         return parts, take, whole
 
-    def _launch(self):  # noqa: ANN202
+    def _launch(self):
         env = self.env
         parts, take, whole = self._take()
         rounds = parts[0][0].rounds
@@ -201,8 +200,7 @@ class SharedNode(Node):
         if not simple:
             biggest = max(int(a.max()) for a in take.values())
         assert biggest <= self.max_batch, (biggest, self.max_batch)
-        if biggest > self.max_chunk_batch:
-            self.max_chunk_batch = biggest
+        self.max_chunk_batch = max(self.max_chunk_batch, biggest)
         ns, chunks = self.pricer.grouped(list(take.values()), requests, pairs, biggest)
         cost = ns * rounds
         # bookkeeping of what leaves the queue

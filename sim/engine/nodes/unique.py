@@ -120,7 +120,7 @@ class UniqueNode(Node):
             wake.succeed()
 
     # -- the node's process ---------------------------------------------------------------
-    def run(self):  # noqa: ANN201 - a SimPy process
+    def run(self):
         while True:
             if not len(self.R) and not self.waiting:
                 self._wake = self.env.event()
@@ -146,8 +146,7 @@ class UniqueNode(Node):
             self.kv_used += need
             taken.append(rid)
             room -= 1
-        if self.kv_used > self.max_kv_used:
-            self.max_kv_used = self.kv_used
+        self.max_kv_used = max(self.max_kv_used, self.kv_used)
         ids = np.asarray(taken, dtype=I64)
         if len(taken) == 1:  # NOTE: for performance: scalar stores beat fancy indexing
             log.admit_ns[taken[0]] = self.env.now
@@ -158,7 +157,7 @@ class UniqueNode(Node):
         return ids
 
     # -- prefill --------------------------------------------------------------------------
-    def _prefill(self, ids: np.ndarray):  # noqa: ANN202
+    def _prefill(self, ids: np.ndarray):
         env = self.env
         log = self.log
         pricer = self.pricer
@@ -180,8 +179,7 @@ class UniqueNode(Node):
             pb += c.partial_bytes
             ctx += u + 1
             sctx += sh
-            if out < first_out:
-                first_out = out
+            first_out = min(first_out, out)
         self.prefills += 1
         if self.service_scale is not None:
             k = self.service_scale()
@@ -217,7 +215,7 @@ class UniqueNode(Node):
         if left <= 0:
             self._retire(now)
 
-    def _prefill_remote(self, shared_ns: int, qbytes: int, pbytes: int):  # noqa: ANN202
+    def _prefill_remote(self, shared_ns: int, qbytes: int, pbytes: int):
         """Send the prompts' corpus attention to every shared node; wait for the partials."""
         env = self.env
         fabric = self.fabric
@@ -235,14 +233,13 @@ class UniqueNode(Node):
             tl.round_trip_end(self.index, env.now)
 
     # -- decode ---------------------------------------------------------------------------
-    def _decode_step(self):  # noqa: ANN202
+    def _decode_step(self):
         env = self.env
         B = len(self.R)
         tl = self.tl
         if tl is not None:
             tl.begin(self.index, "decode", env.now)
-        if B > self.max_batch_seen:
-            self.max_batch_seen = B
+        self.max_batch_seen = max(self.max_batch_seen, B)
         uctx = bucket((2 * self._ctx_sum + B) // (2 * B))  # the mean, rounded
         sctx = bucket((2 * self._sctx_sum + B) // (2 * B)) if self._sctx_sum else 0
         cost = self.pricer.decode(B, uctx, sctx)
@@ -284,7 +281,7 @@ class UniqueNode(Node):
         if self._to_next_finish <= 0:
             self._retire(now)
 
-    def _round_trip(self, B: int, layer: int, rounds: int):  # noqa: ANN202
+    def _round_trip(self, B: int, layer: int, rounds: int):
         """Queries out to the shared nodes, batched there, partials back."""
         env = self.env
         fabric = self.fabric
