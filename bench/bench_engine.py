@@ -59,19 +59,19 @@ def _run_config(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def bench_kernel(n: int) -> dict[str, Any]:
     """One node, one request at a time, one token each: M/D/1 at rho 0.8."""
-    from sim.cluster import make_spec
+    from sim.engine.experiment import make_experiment
     from sim.run import simulate
     from workloads.request import RequestSpec
 
-    spec = make_spec(system="shared_gemm", shared_tokens=0, unique_nodes=1, shared_nodes=0,
+    spec = make_experiment(system="shared_gemm", shared_tokens=0, unique_nodes=1, shared_nodes=0,
                      max_running=1, max_batch=1, requests=1)
-    service = simulate(spec, [RequestSpec(0, 0, 1024, 1)]).summary["e2e_ms"]["mean"] * 1e6
+    service = simulate(spec.with_requests([RequestSpec(0, 0, 1024, 1)])).summary["e2e_ms"]["mean"] * 1e6
     rng = np.random.default_rng(0)
     t = np.cumsum(rng.exponential(service / 0.8, n)).astype(np.int64)
     reqs = [RequestSpec(i, int(a), 1024, 1) for i, a in enumerate(t.tolist())]
-    import dataclasses
-
-    r = simulate(dataclasses.replace(spec, requests=n), reqs)
+    r = simulate(make_experiment(system="shared_gemm", shared_tokens=0, unique_nodes=1,
+                                 shared_nodes=0, max_running=1, max_batch=1,
+                                 requests=n).with_requests(reqs))
     info = r.run_info
     return {"requests": n, "completed": r.summary["requests_completed"],
             "sim_time_s": r.summary["sim_time_s"], "wall_s": info["wall_time_s"],

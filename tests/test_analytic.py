@@ -5,8 +5,9 @@ from dataclasses import replace
 import pytest
 
 from hw.specs import LinkSpec, load_chip
-from sim.analytic import SYSTEMS, Scenario, best_point, evaluate
+from sim.analytic import Scenario, best_point, evaluate
 from workloads.models import get_model
+from workloads.systems import available_systems
 
 MODEL = get_model("llama-3.1-8b")
 KAPPA = MODEL.kv_bytes_per_token("fp8")
@@ -76,7 +77,7 @@ def test_moska_needs_room_for_the_shared_corpus():
     assert not pt.feasible and "shared KV" in pt.reason
 
 
-@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("system", available_systems())
 def test_breakdown_sums_to_step(system):
     p = evaluate(replace(PAPER, shared_tokens=1 << 20).with_system(system), 16)
     assert p.feasible

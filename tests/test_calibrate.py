@@ -13,7 +13,6 @@ import yaml
 from hw import specs
 from hw.ops import DecodeAttention, Gemm, GroupedSharedAttention, LseMerge
 from hw.specs import PRESET_DIR, chip_from_dict, load_chip
-from sim.calibrate import calibrate_main
 from sim.calibration.cli import calibrate
 from sim.calibration.kernels import (
     ROUTER_LAUNCHES,
@@ -23,6 +22,7 @@ from sim.calibration.kernels import (
     record_models,
     unique_splits,
 )
+from sim.cli.calibrate import calibrate_main
 from traces.io import write_trace
 from traces.schema import StepRecord, Trace, TraceHeader, top_k_for
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from sim.compare import (
-    compare_main,
+from sim.cli.compare import compare_main
+from sim.config import ConfigError, load_config
+from sim.studies import (
     cost_per_million_tokens,
     load_inputs,
     load_variants_file,
     run_cost,
 )
-from sim.compare.sweep import SweepSettings
-from sim.config import ConfigError, load_config
+from sim.studies.sweep import SweepSettings
 
 TINY = """\
 name: {name}

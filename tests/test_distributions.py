@@ -76,7 +76,7 @@ def test_config_model_objects_are_accepted():
     ns = SimpleNamespace(dist="lognormal", mean=2048.0, cv=0.5, min=128, max=16384)
     d = TokenDistribution.from_config(ns, "workload.unique_tokens")
     assert d == TokenDistribution("lognormal", 2048.0, 0.5, 128, 16384)
-    sim_config = pytest.importorskip("sim.config_schema")
+    sim_config = pytest.importorskip("sim.config.schema")
     model = sim_config.LognormalDist(dist="lognormal", mean=2048, cv=0.5, min=128, max=16384)
     assert TokenDistribution.from_config(model, "workload.unique_tokens") == d
 

@@ -14,10 +14,10 @@ from hw.link import transfer_cost
 from hw.ops import SharedAttention, Transfer
 from hw.specs import LinkSpec
 from sim import analytic
-from sim.cluster import make_spec
+from sim.engine.experiment import make_experiment
 from sim.run import simulate
-from workloads.models import decode_step_ops, prefill_ops
 from workloads.request import RequestSpec
+from workloads.systems import decode_step_ops, prefill_ops
 
 UNIQUE = 4096  # a multiple of the context bucket, so the engine prices this exact shape
 OUTPUT = 9
@@ -25,42 +25,43 @@ SHARED = 2**20
 SYSTEMS = ("vanilla", "prefix_cache", "shared_gemm", "moska")
 
 
-def spec_for(system: str, granularity: str):
-    return make_spec(system=system, unique_nodes=1, shared_nodes=1, window_ns=0,
-                     shared_tokens=SHARED, chunk_tokens=2048, keep_fraction=0.25,
-                     granularity=granularity, requests=1, max_batch=64)
+def spec_for(system: str, granularity: str, shared_nodes: int = 1):
+    return make_experiment(system=system, unique_nodes=1, shared_nodes=shared_nodes,
+                           window_ns=0, shared_tokens=SHARED, chunk_tokens=2048,
+                           keep_fraction=0.25, granularity=granularity, requests=1,
+                           max_batch=64)
 
 
 def path_link(spec) -> LinkSpec:
     """The unique->shared route as one link: 2 hops through the switch."""
-    return LinkSpec("path", spec.bandwidth_GBps, 2 * spec.latency_ns + spec.switch_latency_ns)
+    return LinkSpec("path", spec.cluster.fabric.bandwidth_GBps, 2 * spec.cluster.fabric.latency_ns + spec.cluster.fabric.switch_latency_ns)
 
 
 def op_ns(o, spec) -> int:
     if o.where == "fabric":
         assert isinstance(o.op, Transfer)
         return transfer_cost(o.op, path_link(spec)).time_ns
-    chip = spec.shared_chip if o.where == "shared" else spec.unique_chip
+    chip = spec.cluster.shared.chip if o.where == "shared" else spec.cluster.unique.chip
     return kernel_cost(o.op, chip).time_ns
 
 
 def analytic_step_ns(spec) -> int:
-    ops = decode_step_ops(spec.model, spec.system, spec.precision, 1, UNIQUE, SHARED,
-                          keep_fraction=spec.keep_fraction, chunk_tokens=spec.chunk_tokens,
+    ops = decode_step_ops(spec.model, spec.system.name, spec.precision, 1, UNIQUE, SHARED,
+                          keep_fraction=spec.corpus.keep_fraction, chunk_tokens=spec.corpus.chunk_tokens,
                           shared_queries=1, shared_nodes=1)
     return sum(op_ns(o, spec) * (spec.model.layers if o.per == "layer" else 1) for o in ops)
 
 
 def analytic_prefill_ns(spec) -> int:
     total = 0
-    for o in prefill_ops(spec.model, spec.system, spec.precision, UNIQUE, SHARED,
-                         keep_fraction=spec.keep_fraction):
+    for o in prefill_ops(spec.model, spec.system.name, spec.precision, UNIQUE, SHARED,
+                         keep_fraction=spec.corpus.keep_fraction):
         total += op_ns(o, spec) * spec.model.layers
     return total
 
 
 def run_one(spec):
-    r = simulate(spec, [RequestSpec(0, 0, UNIQUE, OUTPUT)])
+    r = simulate(spec.with_requests([RequestSpec(0, 0, UNIQUE, OUTPUT)]))
     log = r.cluster.log
     tpot = (log.done_ns[0] - log.first_ns[0]) / (OUTPUT - 1)
     return r, tpot, log.first_ns[0]
@@ -87,11 +88,11 @@ def test_one_request_matches_sim_analytic(system):
     spec = spec_for(system, "step")
     sc = analytic.Scenario(
         model=spec.model, precision=spec.precision, system=system,
-        unique_chip=spec.unique_chip, unique_nodes=1, shared_chip=spec.shared_chip,
+        unique_chip=spec.cluster.unique.chip, unique_nodes=1, shared_chip=spec.cluster.shared.chip,
         shared_nodes=1 if system == "moska" else 0,
-        link=LinkSpec("fabric", spec.bandwidth_GBps, spec.latency_ns),
-        unique_tokens=UNIQUE, shared_tokens=SHARED, chunk_tokens=spec.chunk_tokens,
-        keep_fraction=spec.keep_fraction)
+        link=LinkSpec("fabric", spec.cluster.fabric.bandwidth_GBps, spec.cluster.fabric.latency_ns),
+        unique_tokens=UNIQUE, shared_tokens=SHARED, chunk_tokens=spec.corpus.chunk_tokens,
+        keep_fraction=spec.corpus.keep_fraction)
     point = analytic.evaluate(sc, 1)
     assert point.feasible, point.reason
     _, tpot, _ = run_one(spec)
@@ -110,13 +111,13 @@ def test_moska_breakdown_adds_up_to_the_step():
 
 def test_moska_shared_prefill_is_split_over_shared_nodes():
     """Two shared nodes each attend the prompt to half the kept corpus."""
-    spec = dataclasses.replace(spec_for("moska", "step"), shared_nodes=2)
+    spec = spec_for("moska", "step", shared_nodes=2)
     ops = prefill_ops(spec.model, "moska", spec.precision, UNIQUE, SHARED,
-                      keep_fraction=spec.keep_fraction)
+                      keep_fraction=spec.corpus.keep_fraction)
     (shared_op,) = [o.op for o in ops if o.where == "shared"]
     assert isinstance(shared_op, SharedAttention)
     half = dataclasses.replace(shared_op, kv_tokens=shared_op.kv_tokens // 2)
-    r = simulate(spec, [RequestSpec(0, 0, UNIQUE, 1)])
+    r = simulate(spec.with_requests([RequestSpec(0, 0, UNIQUE, 1)]))
     busy = r.summary["shared_nodes"]["shared0"]["prefill_busy_s"]
-    assert busy * 1e9 == pytest.approx(kernel_cost(half, spec.shared_chip).time_ns
+    assert busy * 1e9 == pytest.approx(kernel_cost(half, spec.cluster.shared.chip).time_ns
                                        * spec.model.layers, rel=1e-9)

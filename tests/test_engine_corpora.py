@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.cluster import make_spec, memory_plan
+from sim.engine.experiment import make_experiment
 from sim.run import run_simulation, simulate
 from workloads.request import RequestSpec
 
@@ -30,9 +30,9 @@ def test_each_corpus_routes_over_its_own_chunks() -> None:
     chunks = (3, 10, 1)
     reqs = _requests(sizes, 60)
     # keep_fraction 1: every query keeps all of its corpus's chunks, so the pairs are exact
-    spec = make_spec(keep_fraction=1.0, corpus_tokens=sizes, corpora=len(sizes),
+    spec = make_experiment(keep_fraction=1.0, corpus_tokens=sizes, corpora=len(sizes),
                      chunk_tokens=CHUNK, requests=len(reqs))
-    r = simulate(spec, reqs)
+    r = simulate(spec.with_requests(reqs))
     assert r.summary["requests_completed"] == len(reqs)
     nodes = r.cluster.shared
     assert sum(n.local_chunks for n in nodes) == sum(chunks)
@@ -44,14 +44,13 @@ def test_each_corpus_routes_over_its_own_chunks() -> None:
 
 def test_shared_hbm_counts_every_corpus_once() -> None:
     sizes = (3 * CHUNK, 10 * CHUNK, 512)
-    spec = make_spec(corpus_tokens=sizes, corpora=3, chunk_tokens=CHUNK, shared_nodes=2)
+    spec = make_experiment(corpus_tokens=sizes, corpora=3, chunk_tokens=CHUNK, shared_nodes=2)
     kvb = spec.model.kv_bytes_per_token(spec.precision)
-    plan = memory_plan(spec)
+    plan = spec.memory
     # 14 chunks striped over 2 nodes: 7 chunk slots each
     assert plan.shared_kv_per_shared_node_bytes == pytest.approx(7 * CHUNK * kvb, abs=1)
-    big = make_spec(corpus_tokens=(2**40,), corpora=1, chunk_tokens=CHUNK)
     with pytest.raises(ValueError, match="read off the workload's trace"):
-        memory_plan(big)
+        make_experiment(corpus_tokens=(2**40,), corpora=1, chunk_tokens=CHUNK)
 
 
 @pytest.mark.skipif(not MOONCAKE.exists(), reason=f"real trace not found at {MOONCAKE}")
@@ -63,7 +62,7 @@ def test_mooncake_run_uses_the_traces_corpora(tmp_path: Path) -> None:
         "workload.shared.chunk_tokens": 512, "run.requests": 120})
     r = run_simulation(cfg, progress=False, write=False)
     sharing = r.summary["sharing"]
-    spec = r.cluster.spec
-    assert spec.corpus_tokens is not None and len(spec.corpus_tokens) == sharing["corpora"]
-    assert sum(spec.corpus_tokens) == sharing["corpus_tokens_total"]
+    spec = r.cluster.experiment
+    assert spec.corpus.corpus_tokens is not None and len(spec.corpus.corpus_tokens) == sharing["corpora"]
+    assert sum(spec.corpus.corpus_tokens) == sharing["corpus_tokens_total"]
     assert r.summary["requests_completed"] == 120

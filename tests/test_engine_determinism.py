@@ -11,16 +11,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-from sim.cluster import make_spec
-from sim.results import summary_json
+from sim.engine.experiment import make_experiment
 from sim.run import simulate
+from sim.run.results import summary_json
 from workloads.request import RequestSpec
 
 SCRIPT = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
-    from sim.cluster import make_spec
-    from sim.results import summary_json
+    from sim.engine.experiment import make_experiment
+    from sim.run.results import summary_json
     from sim.run import simulate
     from workloads.request import RequestSpec
 
@@ -29,9 +29,9 @@ SCRIPT = textwrap.dedent("""
         t = np.cumsum(rng.exponential(2e6, 80)).astype(np.int64)
         reqs = [RequestSpec(i, int(t[i]), int(rng.integers(200, 3000)),
                             int(rng.integers(2, 40))) for i in range(80)]
-        spec = make_spec(requests=80, unique_nodes=3, shared_nodes=2, max_batch=16,
+        spec = make_experiment(requests=80, unique_nodes=3, shared_nodes=2, max_batch=16,
                          window_ns=30_000, granularity="layer", seed=11)
-        return summary_json(simulate(spec, reqs).summary)
+        return summary_json(simulate(spec.with_requests(reqs)).summary)
 
     if __name__ == "__main__":
         sys.stdout.write(hashlib.sha256(run().encode()).hexdigest())
@@ -65,14 +65,14 @@ def test_same_seed_same_summary_across_processes_and_hash_seeds(tmp_path):
 
 def test_a_different_seed_changes_the_run():
     reqs = [RequestSpec(i, i * 1_000_000, 1000, 30) for i in range(30)]
-    a = simulate(make_spec(requests=30, seed=1, shared_nodes=2), reqs).summary
-    b = simulate(make_spec(requests=30, seed=2, shared_nodes=2), reqs).summary
+    a = simulate(make_experiment(requests=30, seed=1, shared_nodes=2).with_requests(reqs)).summary
+    b = simulate(make_experiment(requests=30, seed=2, shared_nodes=2).with_requests(reqs)).summary
     assert summary_json(a) != summary_json(b)  # routing draws differ
 
 
 def test_summary_has_no_wall_clock_values():
     reqs = [RequestSpec(i, i * 1_000_000, 1000, 5) for i in range(5)]
-    s = simulate(make_spec(requests=5), reqs).summary
+    s = simulate(make_experiment(requests=5).with_requests(reqs)).summary
     text = summary_json(s)
     for word in ("wall", "events_per_s", "timestamp"):
         assert word not in text

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from sim.cluster import make_spec, memory_plan
-from sim.metrics import MAX_SAMPLES
+from sim.engine.experiment import make_experiment
+from sim.engine.records import MAX_SAMPLES
 from sim.run import simulate
 from workloads.request import RequestSpec
 
@@ -38,24 +36,24 @@ def check(summary: dict) -> None:
 @pytest.mark.parametrize("topology", ["switch", "ring", "fat_tree"])
 @pytest.mark.parametrize("granularity", ["step", "layer"])
 def test_moska_busy_run_conserves_everything(topology, granularity):
-    spec = make_spec(topology=topology, granularity=granularity, unique_nodes=3,
+    spec = make_experiment(topology=topology, granularity=granularity, unique_nodes=3,
                      shared_nodes=2, hosts_per_leaf=2, max_batch=12, window_ns=20_000,
                      requests=60)
-    r = simulate(spec, poisson(60, 400.0))
+    r = simulate(spec.with_requests(poisson(60, 400.0)))
     s = r.summary
     check(s)
     assert s["requests_completed"] == 60
     assert s["max_chunk_batch"] == 12  # the cap binds at this load
     assert sum(v["split_messages"] for v in s["shared_nodes"].values()) > 0
-    assert isinstance(r.cluster.env.now, int)
+    assert isinstance(r.cluster.engine.now, int)
     assert len(r.timeseries_rows) <= MAX_SAMPLES + 1
     assert sum(s["bytes"]["sent"].values()) == sum(s["bytes"]["received"].values())
 
 
 def test_duration_bound_leaves_requests_and_bytes_in_flight():
     reqs = poisson(400, 300.0)
-    spec = make_spec(duration_ns=int(reqs[200].arrival_ns), window_ns=10_000)
-    s = simulate(spec, reqs).summary
+    spec = make_experiment(duration_ns=int(reqs[200].arrival_ns), window_ns=10_000)
+    s = simulate(spec.with_requests(reqs)).summary
     check(s)
     assert s["requests_arrived"] == 201
     assert s["requests_in_flight"] > 0
@@ -64,8 +62,8 @@ def test_duration_bound_leaves_requests_and_bytes_in_flight():
 
 def test_baselines_run_locally_and_leave_shared_nodes_unused():
     for system in ("vanilla", "prefix_cache", "shared_gemm"):
-        spec = make_spec(system=system, shared_tokens=2**16, requests=40, unique_nodes=2)
-        s = simulate(spec, poisson(40, 200.0)).summary
+        spec = make_experiment(system=system, shared_tokens=2**16, requests=40, unique_nodes=2)
+        s = simulate(spec.with_requests(poisson(40, 200.0))).summary
         check(s)
         assert s["requests_completed"] == 40
         assert not any(k.startswith("shared") for k in s["utilization"])
@@ -75,13 +73,13 @@ def test_baselines_run_locally_and_leave_shared_nodes_unused():
 
 def test_hbm_bounds_admission_and_too_big_requests_are_rejected():
     # vanilla carries the corpus per request: a 1Mi corpus is 64 GiB of fp8 KV each
-    spec = make_spec(system="vanilla", unique_nodes=1, requests=12)
-    plan = memory_plan(spec)
+    spec = make_experiment(system="vanilla", unique_nodes=1, requests=12)
+    plan = spec.memory
     per_req = (2**20 + 2000 + 32) * plan.kv_bytes_per_token
     fits = int(plan.kv_capacity_bytes // per_req)
     reqs = [RequestSpec(i, i * 1000, 2000, 32) for i in range(11)]
     reqs.append(RequestSpec(11, 11_000, 10**7, 32))  # ~600 GiB of KV: never fits
-    r = simulate(spec, reqs)
+    r = simulate(spec.with_requests(reqs))
     s = r.summary
     check(s)
     assert s["requests_rejected"] == 1
@@ -92,22 +90,20 @@ def test_hbm_bounds_admission_and_too_big_requests_are_rejected():
 
 
 def test_nothing_fits_fails_naming_the_fields():
-    spec = make_spec(system="vanilla", unique_nodes=1, shared_tokens=2**23, requests=1)
+    spec = make_experiment(system="vanilla", unique_nodes=1, shared_tokens=2**23, requests=1)
     with pytest.raises(ValueError, match="workload.shared.tokens"):
-        simulate(spec, [RequestSpec(0, 0, 100, 10)])
-    huge = make_spec(system="prefix_cache", unique_nodes=1, shared_tokens=2**23, requests=1)
+        simulate(spec.with_requests([RequestSpec(0, 0, 100, 10)]))
     with pytest.raises(ValueError, match="cluster.unique.chip"):
-        memory_plan(huge)
-    too_much_shared = make_spec(shared_tokens=2**24, shared_nodes=1, requests=1)
+        make_experiment(system="prefix_cache", unique_nodes=1, shared_tokens=2**23, requests=1)
     with pytest.raises(ValueError, match="cluster.shared"):
-        memory_plan(too_much_shared)
+        make_experiment(shared_tokens=2**24, shared_nodes=1, requests=1)
 
 
 def test_max_running_caps_each_node_and_dispatch_is_least_loaded():
-    spec = make_spec(system="shared_gemm", shared_tokens=0, unique_nodes=3, shared_nodes=0,
+    spec = make_experiment(system="shared_gemm", shared_tokens=0, unique_nodes=3, shared_nodes=0,
                      max_running=4, requests=30)
     reqs = [RequestSpec(i, 0, 1000, 50) for i in range(30)]  # all at once
-    r = simulate(spec, reqs)
+    r = simulate(spec.with_requests(reqs))
     s = r.summary
     check(s)
     for name, u in s["unique_nodes"].items():
@@ -117,9 +113,9 @@ def test_max_running_caps_each_node_and_dispatch_is_least_loaded():
 
 
 def test_closed_loop_keeps_concurrency_in_flight():
-    spec = make_spec(requests=50, window_ns=0)
+    spec = make_experiment(requests=50, window_ns=0)
     reqs = [RequestSpec(i, 0, 1000, 10) for i in range(50)]
-    r = simulate(spec, reqs, closed_loop_concurrency=6)
+    r = simulate(spec.with_requests(reqs, 6))
     s = r.summary
     check(s)
     assert s["requests_completed"] == 50
@@ -132,10 +128,12 @@ def test_closed_loop_keeps_concurrency_in_flight():
 
 
 def test_window_batches_messages_from_different_unique_nodes():
-    base = make_spec(unique_nodes=4, shared_nodes=1, requests=4, max_batch=512)
+    def base(window_ns: int):
+        return make_experiment(unique_nodes=4, shared_nodes=1, requests=4, max_batch=512,
+                               window_ns=window_ns)
     reqs = [RequestSpec(i, 0, 1000, 20) for i in range(4)]
-    eager = simulate(dataclasses.replace(base, window_ns=0), reqs).summary
-    patient = simulate(dataclasses.replace(base, window_ns=20_000_000), reqs).summary
+    eager = simulate(base(0).with_requests(reqs)).summary
+    patient = simulate(base(20_000_000).with_requests(reqs)).summary
     for s in (eager, patient):
         check(s)
     e, p = eager["shared_nodes"]["shared0"], patient["shared_nodes"]["shared0"]
@@ -146,10 +144,10 @@ def test_window_batches_messages_from_different_unique_nodes():
 
 
 def test_a_full_chunk_launches_before_the_window_ends():
-    spec = make_spec(unique_nodes=2, shared_nodes=1, requests=64, max_batch=8,
+    spec = make_experiment(unique_nodes=2, shared_nodes=1, requests=64, max_batch=8,
                      window_ns=10**12, keep_fraction=1.0, shared_tokens=2**14)
     reqs = [RequestSpec(i, 0, 1000, 4) for i in range(64)]
-    r = simulate(spec, reqs)
+    r = simulate(spec.with_requests(reqs))
     s = r.summary
     check(s)
     assert s["requests_completed"] == 64  # never waited the (huge) window out
@@ -163,9 +161,9 @@ def test_every_decode_nanosecond_is_attributed_to_one_phase(system, granularity)
     """The per-token breakdown (queueing, prefill stall, compute, fabric...) sums to the
     token-weighted TPOT: no decode time is lost or counted twice, however busy the run."""
     reqs = poisson(160, 40.0, seed=3)
-    spec = make_spec(system=system, granularity=granularity, requests=len(reqs),
+    spec = make_experiment(system=system, granularity=granularity, requests=len(reqs),
                      shared_nodes=2 if system == "moska" else 0, unique_nodes=2)
-    r = simulate(spec, reqs)
+    r = simulate(spec.with_requests(reqs))
     check(r.summary)
     log = r.cluster.log
     gen = log.generated

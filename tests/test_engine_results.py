@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from small_config import small_config
 
+from sim.cli.run import run_main
 from sim.config import config_from_dict, load_config
-from sim.run import run_main, run_simulation
+from sim.run import run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "workloads" / "default.yaml"
@@ -72,7 +73,7 @@ def test_default_folder_name_and_no_clobbering(tmp_path, monkeypatch):
 
 
 def test_a_failure_while_writing_leaves_no_folder(tmp_path, monkeypatch):
-    from sim import results
+    from sim.run import results
 
     def boom(_summary):
         raise OSError("disk full")

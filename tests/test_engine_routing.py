@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.nodes.pricing import bucket, reduce_histogram
-from sim.routing import QueryRouter
+from sim.engine.nodes.pricing import bucket, reduce_histogram
+from sim.engine.routing import QueryRouter
 from workloads.sharing import ChunkRouter, SharedCorpusSpec
 
 N_TOKENS, CHUNK = 256 * 2048, 2048  # 256 chunks

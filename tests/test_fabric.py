@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.engine import Engine
-from sim.fabric import Fabric, build_topology
+from sim.engine.fabric import Fabric, build_topology
+from sim.engine.kernel import Engine
 
 BW = 100.0  # GB/s = bytes/ns
 LAT = 500.0  # ns per link

@@ -4,13 +4,11 @@ import pytest
 
 from hw import DecodeAttention, GroupedSharedAttention, SharedAttention, Transfer
 from workloads.errors import WorkloadError
-from workloads.models import (
-    SYSTEMS,
-    decode_step_ops,
-    expected_chunk_batches,
-    get_model,
-    prefill_ops,
-)
+from workloads.models import get_model
+from workloads.systems import available_systems, decode_step_ops, prefill_ops
+from workloads.systems.ops import expected_chunk_batches
+
+SYSTEMS = tuple(available_systems())
 
 M = get_model("llama-3.1-8b")
 

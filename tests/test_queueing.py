@@ -13,14 +13,12 @@ lie in the 99 % t-interval of the 5 seed means.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.cluster import EngineSpec, make_spec
+from sim.engine.experiment import Experiment, make_experiment
 from sim.run import simulate
 from workloads.request import RequestSpec
 
@@ -28,15 +26,15 @@ PROMPT = 1024
 T_995_4 = 4.604  # Student t, 99 % two-sided, 4 degrees of freedom
 
 
-def single_server(**kw) -> EngineSpec:
+def single_server(**kw) -> Experiment:
     """One replica, one request at a time, no shared corpus: service = one prefill."""
-    return make_spec(system="shared_gemm", shared_tokens=0, unique_nodes=1, shared_nodes=0,
+    return make_experiment(system="shared_gemm", shared_tokens=0, unique_nodes=1, shared_nodes=0,
                      max_running=1, max_batch=1, **kw)
 
 
 def service_ns() -> int:
     """The engine's own service time for one request alone."""
-    r = simulate(dataclasses.replace(single_server(), requests=1), [RequestSpec(0, 0, PROMPT, 1)])
+    r = simulate(single_server(requests=1).with_requests([RequestSpec(0, 0, PROMPT, 1)]))
     return round(r.summary["e2e_ms"]["mean"] * 1e6)
 
 
@@ -46,7 +44,7 @@ def poisson_run(rho: float, seed: int, n: int, service: str) -> tuple[float, dic
     t = np.cumsum(rng.exponential(S / rho, n)).astype(np.int64)
     reqs = [RequestSpec(i, int(a), PROMPT, 1) for i, a in enumerate(t.tolist())]
     spec = single_server(requests=n, seed=seed, service=service)
-    r = simulate(spec, reqs)
+    r = simulate(spec.with_requests(reqs))
     return r.summary["e2e_ms"]["mean"] * 1e6, r.summary
 
 
@@ -85,7 +83,7 @@ def test_departures_follow_lindley_exactly(gaps):
     S = service_ns()
     arrivals = np.cumsum(gaps).tolist()
     reqs = [RequestSpec(i, a, PROMPT, 1) for i, a in enumerate(arrivals)]
-    r = simulate(single_server(requests=len(reqs)), reqs)
+    r = simulate(single_server(requests=len(reqs)).with_requests(reqs))
     log = r.cluster.log
     d_prev = 0
     for i, a in enumerate(arrivals):
@@ -103,7 +101,7 @@ def test_littles_law_with_a_duration_bound_counts_requests_in_flight():
     t = np.cumsum(rng.exponential(S / 0.95, 3000)).astype(np.int64)
     reqs = [RequestSpec(i, int(a), PROMPT, 1) for i, a in enumerate(t.tolist())]
     stop = int(t[1500])
-    r = simulate(single_server(duration_ns=stop), reqs)
+    r = simulate(single_server(duration_ns=stop).with_requests(reqs))
     s = r.summary
     assert s["sim_time_s"] == stop / 1e9
     assert s["requests_arrived"] == s["requests_completed"] + s["requests_in_flight"]

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 from sim.cli import main as cli_main
+from sim.cli.replay import replay_main
 from sim.config import config_from_dict
-from sim.replay import ChunkMap, replay_main, replay_simulation
 from sim.run import run_simulation
+from sim.run.replay import ChunkMap, replay_simulation
 from traces.io import write_trace
 from traces.schema import StepRecord, Trace, TraceHeader
 
@@ -207,7 +208,7 @@ def test_chunk_map_expand_and_collapse() -> None:
 def test_cli_dispatches_replay(capsys) -> None:
     from sim.cli import SUBCOMMANDS
 
-    assert SUBCOMMANDS["replay"][:2] == ("sim.replay", "replay_main")
+    assert SUBCOMMANDS["replay"][:2] == ("sim.cli.replay", "replay_main")
     with pytest.raises(SystemExit) as exc:
         cli_main(["replay", "--help"])
     assert exc.value.code == 0 and "--arrivals" in capsys.readouterr().out

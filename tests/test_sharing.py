@@ -15,13 +15,12 @@ from workloads.errors import WorkloadError
 from workloads.sharing import (
     ChunkRouter,
     SharedCorpusSpec,
-    _inclusion_probabilities,
-    _rosen,
     assign_corpora,
     expected_chunk_batch,
     split_mooncake,
     zipf_weights,
 )
+from workloads.sharing.corpus import _inclusion_probabilities, _rosen
 
 Z = 5.0  # bounds at 5 standard errors
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sim.cli import main as cli_main
-from sim.compare.grid import grid_inputs, parse_param, split_values
 from sim.config import ConfigError
+from sim.studies.grid import grid_inputs, parse_param, split_values
 
 DEFAULT = Path(__file__).resolve().parents[1] / "workloads" / "default.yaml"
 

@@ -10,19 +10,19 @@ from collections import Counter
 import pytest
 from small_config import small_config
 
+from sim.cli.common import add_timeline_arguments, options_from_args
+from sim.cli.run import run_main
 from sim.config import config_from_dict
-from sim.run import run_main, run_simulation
-from sim.timeline import (
+from sim.engine.timeline import (
     DEFAULT_MAX_EVENTS,
     LINKS,
     REQUESTS,
     SHARED,
     UNIQUE,
     TimelineOptions,
-    add_timeline_arguments,
-    options_from_args,
     parse_window,
 )
+from sim.run import run_simulation
 
 
 def config(**over) -> dict:

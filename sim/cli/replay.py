@@ -1,0 +1,58 @@
+"""``moska-sim replay TRACE --config CONFIG``: a recorded trace's routing drives a run
+(the model of replay: ``sim.run.replay``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sim.cli.common import (
+    add_set_argument,
+    add_timeline_arguments,
+    check_out_dir,
+    options_from_args,
+    overrides_from_args,
+    print_note,
+    summary_line,
+)
+from sim.run.replay import replay_simulation
+
+
+def replay_main(argv: list[str]) -> int:
+    """``moska-sim replay TRACE --config CONFIG [--out DIR] [--arrivals config|trace]``."""
+    parser = argparse.ArgumentParser(
+        prog="moska-sim replay",
+        description="Simulate an experiment YAML with a recorded trace's routing decisions "
+                    "(and optionally its requests) instead of the statistical router.")
+    parser.add_argument("trace", type=Path, help="a moska-trace file (*.trace.npz)")
+    parser.add_argument("--config", type=Path, required=True, help="experiment YAML")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
+    parser.add_argument("--arrivals", choices=("config", "trace"), default="config",
+                        help="requests from the config's arrivals (default) or the trace's "
+                             "batch composition")
+    add_set_argument(parser, "run.requests=200")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_timeline_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        timeline = options_from_args(args)
+        check_out_dir(args.out)
+        overrides = overrides_from_args(args)
+        result = replay_simulation(args.trace, args.config, args.out, arrivals=args.arrivals,
+                                   progress=not args.no_progress, overrides=overrides,
+                                   timeline=timeline)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"moska-sim replay: error: {exc}", file=sys.stderr)
+        return 2
+    print_note(result.timeline)
+    s = result.summary
+    r = s["replay"]
+    print(f"{s['name']} (replay of {r['trace']}): {summary_line(s)}; "
+          f"{r['queries_used']} queries routed from the trace's {r['queries_in_trace']} "
+          f"({r['cycles']} cycle(s)); results in {result.out_dir}")
+    return 0
+
+
+__all__ = ["replay_main"]

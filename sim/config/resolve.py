@@ -1,0 +1,164 @@
+"""``resolve(config) -> Experiment``: the ONLY reader of config fields.
+
+Every section of a validated ``ExperimentConfig`` is read here once and turned into the
+engine's typed sections; the workload's arrival plan is drawn (seeded streams), the
+trace's own corpora (Mooncake) replace the configured ones, and the HBM plan is computed
+once, for the corpora the run really has. The closed form (``scenario``) and the studies
+read the same ``Experiment``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hw.specs import load_chip
+from sim.config.schema import ExperimentConfig
+from sim.engine.experiment import (
+    UNBOUNDED,
+    BatchingSpec,
+    ClusterSpec,
+    CorpusSpec,
+    Experiment,
+    FabricSpec,
+    RunSpec,
+    SharedNodes,
+    SizeLaws,
+    UniqueNodes,
+)
+from sim.engine.kernel import RngStreams
+from workloads.arrivals import ArrivalPlan, build_arrivals
+from workloads.distributions import TokenDistribution
+from workloads.models import get_model
+from workloads.sharing import SharedCorpusSpec
+from workloads.systems import get_system
+
+DEFAULT_HOSTS_PER_LEAF = 8  # used by topologies without leaves only as a placeholder
+
+
+def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
+    """The ``Experiment`` a validated config describes. With ``with_workload`` (default)
+    the arrival plan is drawn and the run's requests are part of it; without, the
+    experiment has no requests (the closed form and capacity checks need none)."""
+    cluster, run, shared = cfg.cluster, cfg.run, cfg.workload.shared
+    if run.duration_s is None and run.requests is None:
+        raise ValueError("run: set run.requests and/or run.duration_s to bound the run")
+    shared_tokens = int(shared.tokens or 0)
+    fabric = cluster.fabric
+    exp = Experiment(
+        name=str(cfg.name),
+        seed=int(run.seed),
+        model=get_model(cfg.model),
+        precision=str(cfg.precision),
+        system=get_system(cfg.system),
+        cluster=ClusterSpec(
+            unique=UniqueNodes(int(cluster.unique.nodes), load_chip(cluster.unique.chip),
+                               int(cluster.unique.tp)),
+            shared=SharedNodes(int(cluster.shared.nodes), load_chip(cluster.shared.chip)),
+            fabric=FabricSpec(
+                topology=str(fabric.topology),
+                bandwidth_GBps=float(fabric.link.bandwidth_GBps),
+                latency_ns=float(fabric.link.latency_ns),
+                switch_latency_ns=float(fabric.switch_latency_ns),
+                hosts_per_leaf=int(fabric.hosts_per_leaf or DEFAULT_HOSTS_PER_LEAF),
+                spines=int(fabric.spines) if fabric.spines is not None else None)),
+        corpus=CorpusSpec(
+            tokens=shared_tokens,
+            chunk_tokens=int(shared.chunk_tokens or 0) or max(1, shared_tokens),
+            keep_fraction=float(shared.keep_fraction),
+            corpora=int(shared.corpora or 1),
+            popularity=_popularity(shared.popularity)),
+        batching=BatchingSpec(
+            max_batch=int(cfg.batching.max_batch),
+            window_ns=int(round(float(cfg.batching.window_us) * 1000)),
+            max_running=int(cfg.batching.max_running) if cfg.batching.max_running is not None
+            else UNBOUNDED),
+        run=RunSpec(
+            requests=int(run.requests) if run.requests is not None else None,
+            duration_ns=int(round(float(run.duration_s) * 1e9))
+            if run.duration_s is not None else None,
+            warmup_ns=int(round(float(run.warmup_s) * 1e9)),
+            granularity=str(run.granularity),
+            service=str(run.service)),
+        sizes=SizeLaws(unique_tokens_mean=_mean_tokens(cfg.workload.unique_tokens),
+                       output_tokens_mean=float(_mean_tokens(cfg.workload.output_tokens, exact=True))),
+        config=cfg.to_dict(),
+    )
+    if not with_workload:
+        return exp
+    plan = arrival_plan(cfg, exp)
+    if plan.corpus_tokens and exp.corpus.tokens:
+        exp = exp.with_corpora(plan.corpus_tokens)
+    return exp.with_requests(plan.requests, plan.closed_loop_concurrency,
+                             _sharing_dict(plan.sharing), plan.notes)
+
+
+def arrival_plan(cfg: ExperimentConfig, exp: Experiment) -> ArrivalPlan:
+    """The workload's arrival plan for ``cfg`` (drawn from the run's seeded streams)."""
+    wl = cfg.workload
+    arrivals = wl.arrivals
+    rng = RngStreams(exp.seed)
+    shared = None
+    if exp.corpus.tokens:
+        c = exp.corpus
+        shared = SharedCorpusSpec(tokens=c.tokens, chunk_tokens=c.chunk_tokens,
+                                  keep_fraction=c.keep_fraction, popularity=wl.shared.popularity,
+                                  corpora=c.corpora)
+    params = {name: getattr(arrivals, name) for name in type(arrivals).model_fields
+              if name != "kind"}
+    return build_arrivals(
+        arrivals.kind,
+        unique_tokens=TokenDistribution.from_config(wl.unique_tokens, "workload.unique_tokens"),
+        output_tokens=TokenDistribution.from_config(wl.output_tokens, "workload.output_tokens"),
+        shared=shared, rng_arrivals=rng["arrivals"], rng_sizes=rng["sizes"],
+        max_requests=exp.run.requests, duration_ns=exp.run.duration_ns, **params)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The closed-form sweeps of ``moska-sim analyze`` (config section ``analysis``)."""
+
+    batch: int
+    batch_sweep: tuple[int, ...]
+    shared_tokens_sweep: tuple[int, ...]
+
+
+def analysis_settings(cfg: ExperimentConfig) -> AnalysisSettings:
+    """The ``analysis`` section, resolved."""
+    an = cfg.analysis
+    return AnalysisSettings(int(an.batch), tuple(int(b) for b in an.batch_sweep),
+                            tuple(int(s) for s in an.shared_tokens_sweep))
+
+
+def _mean_tokens(dist: Any, exact: bool = False) -> Any:
+    """Mean of a token-count setting (an int or a distribution section); rounded to whole
+    tokens unless ``exact``."""
+    if isinstance(dist, int) and not isinstance(dist, bool):
+        return dist
+    if isinstance(dist, dict):
+        mean = float(dist.get("mean") or (dist["min"] + dist["max"]) / 2)
+    else:
+        m = getattr(dist, "mean", None)
+        if callable(m):
+            mean = float(m())
+        elif m is not None:
+            mean = float(m)
+        else:
+            mean = float((dist.min + dist.max) / 2)
+    return mean if exact else int(round(mean))
+
+
+def _popularity(popularity: Any) -> Any:
+    """'uniform', or ``{'zipf': s}`` as plain data (what the routers take)."""
+    if popularity is None or isinstance(popularity, str):
+        return popularity or "uniform"
+    return popularity
+
+
+def _sharing_dict(stats: Any) -> dict | None:
+    if stats is None:
+        return None
+    return stats.to_dict()
+
+
+__all__ = ["AnalysisSettings", "analysis_settings", "arrival_plan", "resolve"]

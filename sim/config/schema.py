@@ -1,0 +1,463 @@
+"""The experiment schema: every section and field of an experiment YAML, with its default.
+
+Models are frozen and reject unknown keys. Defaults are written once, here; a validated
+``ExperimentConfig`` is fully resolved (defaults filled in, sizes as ints, paths absolute),
+and ``to_dict()`` of it validates back to an equal config. docs/config.md documents each
+field; a test checks that every field here appears there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import Field, create_model, model_validator
+
+from sim.config.fields import (
+    StrictModel,
+    by_shape,
+    choice,
+    cross_fail,
+    existing_file,
+    integer,
+    number,
+    pattern,
+    registered,
+    size,
+    size_list,
+    tagged,
+)
+from sim.config.yaml_source import dump_yaml
+from sim.units import BINARY_SUFFIXES
+from workloads.arrivals import ArrivalProcess, Param, arrival_processes
+
+MiB_TOKENS = BINARY_SUFFIXES["Mi"]
+
+
+def _chips() -> list[str]:
+    from hw.specs import available_chips  # lazy: hw is imported only when a config is checked
+
+    return available_chips()
+
+
+def _links() -> list[str]:
+    from hw.specs import available_links
+
+    return available_links()
+
+
+def _models() -> list[str]:
+    from workloads.models import available_models
+
+    return available_models()
+
+
+def _systems() -> list[str]:
+    from workloads.systems import available_systems
+
+    return available_systems()
+
+
+# ----------------------------------------------------------------------------- cluster
+
+
+class NodeGroup(StrictModel):
+    """A group of identical nodes (one chip each)."""
+
+    nodes: integer(ge=0) = Field(description="number of nodes in the group")
+    chip: registered("chip", _chips) = Field(description="chip preset name (hw/presets)")
+    price_per_hour: number(ge=0) | None = Field(None, description="USD per node hour")
+
+
+class UniqueNodeGroup(NodeGroup):
+    """The unique nodes; for systems other than moska, ``tp`` of them form one replica."""
+
+    tp: integer(ge=1) = Field(
+        1, description="tensor-parallel nodes per replica (non-moska systems; moska: 1)")
+
+
+class Link(StrictModel):
+    """One fabric link: bandwidth per direction and one-way latency (optionally a preset)."""
+
+    preset: registered("link preset", _links) | None = Field(
+        None, description="link preset name; its numbers fill the fields not given")
+    bandwidth_GBps: number(gt=0) = Field(description="GB/s per direction, 1 GB = 1e9 B")
+    latency_ns: number(ge=0) = Field(description="one-way latency, ns")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """Numbers of a named preset fill in what the mapping leaves out."""
+        preset = data.get("preset") if isinstance(data, dict) else None
+        if isinstance(preset, str) and preset in _links():
+            from hw.specs import load_link
+
+            spec = load_link(preset)
+            defaults = {"bandwidth_GBps": spec.bandwidth_GBps, "latency_ns": spec.latency_ns}
+            return {**defaults, **data}
+        return data
+
+
+class Fabric(StrictModel):
+    """The interconnect between all nodes."""
+
+    topology: choice("switch", "ring", "fat_tree") = Field(
+        "switch", description="switch | ring | fat_tree")
+    link: Link = Field(description="every link of the fabric")
+    hosts_per_leaf: integer(ge=1) | None = Field(
+        None, description="nodes per leaf switch; fat_tree only (default 4 there)")
+    spines: integer(ge=1) | None = Field(
+        None, description="spine switches; fat_tree only (default: hosts_per_leaf)")
+    switch_latency_ns: number(ge=0) = Field(0.0, description="extra latency per switch hop, ns")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fat_tree_defaults(cls, data: Any) -> Any:
+        """fat_tree: 4 hosts per leaf unless given, and as many spines as hosts per leaf."""
+        if not (isinstance(data, dict) and data.get("topology") == "fat_tree"):
+            return data
+        data = dict(data)
+        if data.get("hosts_per_leaf") is None:
+            data["hosts_per_leaf"] = 4
+        if data.get("spines") is None:
+            data["spines"] = data["hosts_per_leaf"]
+        return data
+
+    @model_validator(mode="after")
+    def _fat_tree_only(self) -> Fabric:
+        if self.topology == "fat_tree":
+            return self
+        stray = [name for name in ("hosts_per_leaf", "spines") if getattr(self, name) is not None]
+        if stray:
+            raise cross_fail([(name, (f"only used by topology 'fat_tree' (topology is "
+                                     f"{self.topology!r}); remove it")) for name in stray])
+        return self
+
+
+class Cluster(StrictModel):
+    """Unique nodes (per-request KV), shared nodes (shared-context KV) and the fabric."""
+
+    unique: UniqueNodeGroup = Field(description="nodes that hold each request's own KV")
+    shared: NodeGroup = Field(description="nodes that hold the shared context's KV")
+    fabric: Fabric = Field(description="interconnect")
+
+    @model_validator(mode="after")
+    def _one_unique_node(self) -> Cluster:
+        nodes, tp = self.unique.nodes, self.unique.tp
+        if nodes < 1:
+            raise cross_fail([("unique.nodes", f"expected an integer >= 1, got {nodes}")])
+        if nodes % tp:
+            raise cross_fail([("unique.tp", (f"expected a divisor of unique.nodes ({nodes}), "
+                                            f"got {tp}"))])
+        return self
+
+
+# ----------------------------------------------------------------------------- workload
+
+
+def _arrival_field(param: Param) -> tuple[Any, Any]:
+    """(type, Field) of one declared arrival parameter."""
+    if param.kind == "number":
+        kind: Any = number(gt=param.gt, ge=param.ge)
+    elif param.kind == "integer":
+        kind = integer(ge=int(param.ge) if param.ge is not None else None)
+    elif param.kind == "file":
+        kind = existing_file()
+    else:
+        kind = choice(*param.options)
+    if param.required:
+        return kind, Field(description=param.description)
+    return kind, Field(param.default, description=param.description)
+
+
+def arrival_model(process: ArrivalProcess) -> type[StrictModel]:
+    """The config section of one registered arrival process, generated from its declared
+    parameters (so a new process is one module in ``workloads/arrivals``)."""
+    name = "".join(part.title() for part in process.kind.split("_")) + "Arrivals"
+    fields: dict[str, Any] = {"kind": (Literal[process.kind], process.kind)}  # type: ignore[valid-type]
+    for param in process.params:
+        fields[param.name] = _arrival_field(param)
+    model = create_model(name, __base__=StrictModel, __doc__=process.description,
+                         __module__=__name__, **fields)
+    return model
+
+
+ARRIVAL_MODELS: dict[str, type[StrictModel]] = {p.kind: arrival_model(p)
+                                                for p in arrival_processes()}
+PoissonArrivals = ARRIVAL_MODELS["poisson"]
+GammaArrivals = ARRIVAL_MODELS["gamma"]
+ClosedLoopArrivals = ARRIVAL_MODELS["closed_loop"]
+TraceArrivals = ARRIVAL_MODELS["trace"]
+Arrivals = tagged("kind", list(ARRIVAL_MODELS.values()))
+
+
+MIN_HELP = "samples below are raised to this"
+MAX_HELP = "samples above are lowered to this (null: no cap)"
+
+
+class _Clipped:
+    """Mixin of the sampled distributions whose samples are rounded and clipped to [min, max].
+
+    Each subclass declares ``min`` and ``max`` itself (after ``dist``, so YAML reads well).
+    """
+
+    def _bound_issues(self, mean: float | None) -> list[tuple[str, str]]:
+        """Problems with the bounds: min above max, or the mean outside them."""
+        lo, hi = self.min, self.max  # type: ignore[attr-defined]
+        issues = []
+        if hi is not None and lo > hi:
+            issues.append(("max", f"expected a size >= min ({lo}), got {hi}"))
+        elif mean is not None and (mean < lo or (hi is not None and mean > hi)):
+            issues.append(("mean", (f"expected a number within [min, max] = [{lo}, "
+                                    f"{hi if hi is not None else 'inf'}], got {mean}")))
+        return issues
+
+
+class FixedDist(StrictModel):
+    """Every request gets the same value."""
+
+    dist: Literal["fixed"] = "fixed"
+    mean: size(ge=1) = Field(description="the value")
+
+    def expected(self) -> float:
+        return float(self.mean)
+
+
+class UniformDist(StrictModel):
+    """Integers uniform on [min, max]."""
+
+    dist: Literal["uniform"] = "uniform"
+    min: size(ge=0) = Field(description="smallest value")
+    max: size(ge=1) = Field(description="largest value")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformDist:
+        if self.min > self.max:
+            raise cross_fail([("max", f"expected a size >= min ({self.min}), got {self.max}")])
+        return self
+
+    def expected(self) -> float:
+        return (self.min + self.max) / 2
+
+
+class ExponentialDist(_Clipped, StrictModel):
+    """Exponential with the given mean (cv is 1), rounded and clipped."""
+
+    dist: Literal["exponential"] = "exponential"
+    mean: number(gt=0) = Field(description="mean before clipping")
+    min: size(ge=0) = Field(1, description=MIN_HELP)
+    max: size(ge=1) | None = Field(None, description=MAX_HELP)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ExponentialDist:
+        if issues := self._bound_issues(self.mean):
+            raise cross_fail(issues)
+        return self
+
+    def expected(self) -> float:
+        return self.mean
+
+
+class LognormalDist(_Clipped, StrictModel):
+    """Lognormal with the given mean and coefficient of variation, rounded and clipped."""
+
+    dist: Literal["lognormal"] = "lognormal"
+    mean: number(gt=0) = Field(description="mean before clipping")
+    cv: number(gt=0) = Field(1.0, description="standard deviation / mean")
+    min: size(ge=0) = Field(1, description=MIN_HELP)
+    max: size(ge=1) | None = Field(None, description=MAX_HELP)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LognormalDist:
+        if issues := self._bound_issues(self.mean):
+            raise cross_fail(issues)
+        return self
+
+    def expected(self) -> float:
+        return self.mean
+
+
+class NormalDist(_Clipped, StrictModel):
+    """Normal with the given mean and coefficient of variation, rounded and clipped."""
+
+    dist: Literal["normal"] = "normal"
+    mean: number(gt=0) = Field(description="mean before clipping")
+    cv: number(gt=0) = Field(description="standard deviation / mean")
+    min: size(ge=0) = Field(1, description=MIN_HELP)
+    max: size(ge=1) | None = Field(None, description=MAX_HELP)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NormalDist:
+        if issues := self._bound_issues(self.mean):
+            raise cross_fail(issues)
+        return self
+
+    def expected(self) -> float:
+        return self.mean
+
+
+Distribution = tagged("dist", [FixedDist, UniformDist, ExponentialDist, LognormalDist, NormalDist])
+TokenCount = by_shape(size(ge=1), Distribution,
+                      "a size >= 1 or a mapping {dist: fixed|uniform|exponential|lognormal|"
+                      "normal, mean, cv, min, max}")
+
+
+class Zipf(StrictModel):
+    """Zipf popularity: the chunk of rank r is chosen with weight r^-s."""
+
+    zipf: number(ge=0) = Field(description="exponent s (0 is uniform)")
+
+
+Popularity = by_shape(choice("uniform", what="'uniform' or a mapping {zipf: s}"), Zipf,
+                      "'uniform' or a mapping {zipf: s}")
+
+
+class SharedContext(StrictModel):
+    """The shared corpus (or corpora) every request attends over, and how it is routed."""
+
+    tokens: size(ge=0) = Field(description="tokens in each shared corpus")
+    chunk_tokens: size(ge=1) = Field(2048, description="tokens per chunk (routing unit)")
+    keep_fraction: number(gt=0, le=1) = Field(
+        1.0, description="fraction of chunks the router keeps per query (0.25 = 75% sparsity)")
+    popularity: Popularity = Field("uniform", description="how selections spread over chunks")
+    corpora: integer(ge=1) = Field(1, description="number of distinct shared corpora")
+
+    @model_validator(mode="after")
+    def _chunk_fits(self) -> SharedContext:
+        if self.tokens > 0 and self.chunk_tokens > self.tokens:
+            raise cross_fail([("chunk_tokens", (f"expected a size <= tokens ({self.tokens}), "
+                                               f"got {self.chunk_tokens}"))])
+        return self
+
+
+class Workload(StrictModel):
+    """What the requests look like and when they come."""
+
+    arrivals: Arrivals = Field(description="arrival process")
+    unique_tokens: TokenCount = Field(description="per-request (unique) context tokens")
+    output_tokens: TokenCount = Field(description="tokens decoded per request")
+    shared: SharedContext = Field(description="the shared context")
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class Batching(StrictModel):
+    """How shared nodes batch queries and how many requests a unique node decodes at once."""
+
+    max_batch: integer(ge=1) = Field(512, description="queries per shared-node chunk batch")
+    window_us: number(ge=0) = Field(0.0, description="longest wait to fill a batch, us")
+    max_running: integer(ge=1) | None = Field(
+        None, description="cap on decoding requests per unique node (null: HBM decides)")
+
+
+class Run(StrictModel):
+    """How long to simulate, with which seed, at which fidelity."""
+
+    requests: integer(ge=1) | None = Field(None, description="stop after this many requests")
+    duration_s: number(gt=0) | None = Field(None, description="stop at this simulated time, s")
+    seed: integer(ge=0) = Field(0, description="root seed of every random stream")
+    granularity: choice("layer", "step") = Field(
+        "layer", description="layer: a round trip per layer; step: one per decode step")
+    warmup_s: number(ge=0) = Field(0.0, description="simulated seconds left out of the metrics")
+    service: choice("deterministic", "exponential") = Field(
+        "deterministic", description="node service times: as priced, or exponential with that mean")
+
+    @model_validator(mode="after")
+    def _has_an_end(self) -> Run:
+        issues = []
+        if self.requests is None and self.duration_s is None:
+            issues.append(("requests", "missing; set requests, duration_s or both"))
+        if self.duration_s is not None and self.warmup_s >= self.duration_s:
+            issues.append(("warmup_s", (f"expected a number < duration_s ({self.duration_s}), "
+                                       f"got {self.warmup_s}")))
+        if issues:
+            raise cross_fail(issues)
+        return self
+
+
+DEFAULT_BATCH_SWEEP = tuple(2**i for i in range(11))  # 1 .. 1024
+DEFAULT_SHARED_SWEEP = tuple(n * MiB_TOKENS for n in (1, 2, 4, 8, 16))
+
+
+class Analysis(StrictModel):
+    """Settings of the closed-form sweeps of ``moska-sim analyze``."""
+
+    batch: integer(ge=1) = Field(64, description="concurrent requests of the headline table")
+    batch_sweep: size_list(ge=1) = Field(DEFAULT_BATCH_SWEEP, description="concurrencies swept")
+    shared_tokens_sweep: size_list(ge=1) = Field(
+        DEFAULT_SHARED_SWEEP, description="shared-context sizes swept, tokens")
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment, fully resolved. Build it with ``sim.config.load_config``."""
+
+    name: pattern(r"[A-Za-z0-9._-]+", "a name of letters, digits, '.', '_' or '-'") = Field(
+        description="names the results folder")
+    model: registered("model", _models) = Field("llama-3.1-8b", description="model preset")
+    precision: choice("fp8", "bf16") = Field("fp8", description="KV cache and compute dtype")
+    system: registered("system", _systems) = Field(
+        "moska", description="how attention over the shared context runs "
+                             "(workloads/systems: vanilla | prefix_cache | shared_gemm | moska)")
+    cluster: Cluster = Field(description="nodes and fabric")
+    workload: Workload = Field(description="requests")
+    batching: Batching = Field(Batching(), description="batching policy")
+    run: Run = Field(description="length, seed, fidelity")
+    analysis: Analysis = Field(Analysis(), description="closed-form sweep settings")
+
+    @model_validator(mode="after")
+    def _system_needs(self) -> ExperimentConfig:
+        from workloads.systems import get_system
+
+        issues = []
+        disaggregated = get_system(self.system).disaggregated
+        if disaggregated and self.cluster.shared.nodes < 1:
+            issues.append(("cluster.shared.nodes", ("expected an integer >= 1 for system "
+                                                   f"{self.system!r}, got "
+                                                   f"{self.cluster.shared.nodes}")))
+        if disaggregated and self.cluster.unique.tp != 1:
+            issues.append(("cluster.unique.tp", (f"expected 1 for system {self.system!r} (unique "
+                                                f"nodes run unsplit), got {self.cluster.unique.tp}")))
+        if issues:
+            raise cross_fail(issues)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (lists, not tuples); it validates back to ``self``."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML text that ``load_config`` reads back to ``self``."""
+        return dump_yaml(self.to_dict())
+
+    def to_json(self) -> str:
+        """The resolved config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+
+__all__ = [
+    "Analysis",
+    "Batching",
+    "ClosedLoopArrivals",
+    "Cluster",
+    "ExperimentConfig",
+    "ExponentialDist",
+    "Fabric",
+    "FixedDist",
+    "GammaArrivals",
+    "Link",
+    "LognormalDist",
+    "NodeGroup",
+    "NormalDist",
+    "PoissonArrivals",
+    "Run",
+    "SharedContext",
+    "TraceArrivals",
+    "UniformDist",
+    "UniqueNodeGroup",
+    "Workload",
+    "Zipf",
+]

@@ -1,0 +1,201 @@
+"""Wires one run's parts together from an ``Experiment``: the records, the pricer, the
+fabric, the shared and unique nodes, the query router and the request driver.
+
+Deployment.
+- A disaggregated system (``moska``): ``cluster.unique.nodes`` unique nodes and
+  ``cluster.shared.nodes`` shared nodes on one fabric; the shared corpus's chunks are
+  striped (chunk ``g`` on shared node ``g % S``); unique nodes hold only per-request KV
+  (and what the system keeps resident, e.g. the router's chunk means).
+- Any other system: no disaggregation. Every group of ``cluster.unique.tp`` unique nodes
+  is one independent replica that runs every op locally (priced with ``tp``; capacity
+  ``tp`` x HBM); shared nodes are unused.
+
+Each part receives its collaborators (records, pricer, fabric, peers, the router's
+``route``, the driver's ``on_completed``); none holds a pointer back to the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sim.engine.deployment import GIB
+from sim.engine.driver import RequestDriver
+from sim.engine.experiment import Experiment
+from sim.engine.fabric import Fabric, build_topology
+from sim.engine.kernel import Engine
+from sim.engine.nodes.pricing import PHASES, Pricer
+from sim.engine.nodes.shared import SharedNode
+from sim.engine.nodes.unique import UniqueNode
+from sim.engine.records import RunRecords
+from sim.engine.routing import QueryRouter, ShardRouter
+from workloads.sharing import ChunkRouter, SharedCorpusSpec
+
+RouterFactory = Callable[[int, np.random.Generator], Any]  # (corpus, rng) -> .select(n)
+
+
+class Cluster:
+    """The parts of one run, built and connected; ``start()`` begins issuing requests."""
+
+    def __init__(self, engine: Engine, experiment: Experiment,
+                 make_router: RouterFactory | None = None) -> None:
+        self.engine = engine
+        self.experiment = experiment
+        exp = experiment
+        self.memory = exp.memory
+        requests = exp.workload.requests
+        self.records = RunRecords(len(requests), len(PHASES))
+        self.remote_shared = exp.remote_shared
+        self._fill_log(requests)
+        self._build_nodes()
+        self.driver = RequestDriver(engine, requests, self.records, self.unique,
+                                    self.memory.kv_capacity_bytes,
+                                    exp.workload.closed_loop_concurrency)
+        for u in self.unique:
+            u.on_completed = self.driver.on_completed
+        self.router: ShardRouter | None = None
+        if self.remote_shared:
+            self.router = self._build_router(make_router)
+            for u in self.unique:
+                u.route = self.router.route
+
+    @property
+    def log(self):
+        return self.records.log
+
+    @property
+    def done(self):
+        return self.driver.done
+
+    # -- construction ---------------------------------------------------------------------
+    def _fill_log(self, requests: Any) -> None:
+        exp = self.experiment
+        log = self.records.log
+        if not requests:
+            return
+        log.unique_tokens[:] = [r.unique_tokens for r in requests]
+        log.output_tokens[:] = [max(1, r.output_tokens) for r in requests]
+        if exp.corpus.corpus_tokens is None:
+            # corpora drawn by the workload are folded onto the configured ones
+            log.corpus[:] = [r.corpus % exp.corpus.corpora for r in requests]
+        else:  # the workload's own corpora (Mooncake); -1: the request shares nothing
+            log.corpus[:] = [r.corpus if r.shared_tokens else -1 for r in requests]
+        shared = exp.corpus.tokens
+        log.shared_tokens[:] = [shared if r.shared_tokens is None else r.shared_tokens
+                                for r in requests]
+        log.kv_bytes[:] = self.memory.request_bytes(log.unique_tokens, log.output_tokens,
+                                                    log.shared_tokens)
+        log.freeze_rows()
+        if int(log.kv_bytes.min()) > self.memory.kv_capacity_bytes:
+            i = int(np.argmin(log.kv_bytes))
+            carries = " + workload.shared.tokens" if self.memory.carries_shared else ""
+            raise ValueError(
+                f"no request fits: the smallest needs {log.kv_bytes[i] / GIB:.2f} GiB of KV "
+                f"(workload.unique_tokens + workload.output_tokens{carries}) but a "
+                f"replica has {self.memory.kv_capacity_bytes / GIB:.2f} GiB left after weights "
+                f"and shared KV (cluster.unique.chip, cluster.unique.tp)")
+
+    def _build_nodes(self) -> None:
+        exp = self.experiment
+        unique, shared_cls = exp.cluster.unique, exp.cluster.shared
+        tp = unique.tp
+        if tp < 1 or unique.nodes % tp:
+            raise ValueError(f"cluster.unique.tp: expected a divisor of cluster.unique.nodes "
+                             f"({unique.nodes}), got {tp}")
+        if exp.disaggregated and tp != 1:
+            raise ValueError(f"cluster.unique.tp: {exp.system.name} unique nodes run unsplit "
+                             "(tp 1)")
+        if exp.batching.max_running < 1:
+            raise ValueError(f"batching.max_running: expected >= 1, got "
+                             f"{exp.batching.max_running}")
+        replicas = unique.nodes // tp
+        S = shared_cls.nodes if self.remote_shared else 0
+        self.pricer = Pricer(
+            exp.model, exp.system, exp.precision, unique.chip, shared_cls.chip, tp=tp,
+            shared_nodes=max(1, shared_cls.nodes) if exp.disaggregated else 1,
+            keep_fraction=exp.corpus.keep_fraction, chunk_tokens=exp.corpus.chunk_tokens)
+        hosts = [f"unique{i}" for i in range(replicas)] + [f"shared{s}" for s in range(S)]
+        self.fabric: Fabric | None = None
+        if S:
+            fab = exp.cluster.fabric
+            graph = build_topology(fab.topology, hosts, hosts_per_leaf=fab.hosts_per_leaf,
+                                   spines=fab.spines)
+            self.fabric = Fabric(self.engine, graph, bandwidth_GBps=fab.bandwidth_GBps,
+                                 latency_ns=fab.latency_ns,
+                                 switch_latency_ns=fab.switch_latency_ns)
+        host_of = {h: i for i, h in enumerate(self.fabric.hosts)} if self.fabric else {}
+        total_chunks = exp.corpus.total_chunks
+        self.shared: list[SharedNode] = [
+            SharedNode(s, host_of.get(f"shared{s}", -1), self.engine, self.fabric, self.pricer,
+                       local_chunks=len(range(s, total_chunks, S)),
+                       max_batch=exp.batching.max_batch, window_ns=exp.batching.window_ns)
+            for s in range(S)
+        ]
+        service_rng = self.engine.rng["service"]
+        scale = ((lambda: float(service_rng.exponential()))
+                 if exp.run.service == "exponential" else None)
+        self.unique: list[UniqueNode] = [
+            UniqueNode(i, host_of.get(f"unique{i}", -1), self.engine, self.pricer,
+                       self.records, fabric=self.fabric, shared_nodes=self.shared,
+                       service_scale=scale, step_mode=exp.run.granularity == "step",
+                       remote=self.remote_shared,
+                       capacity_bytes=self.memory.kv_capacity_bytes,
+                       max_running=exp.batching.max_running, tp=tp)
+            for i in range(replicas)
+        ]
+        self.unused_shared_nodes = shared_cls.nodes - S
+
+    def _build_router(self, make_router: RouterFactory | None) -> ShardRouter:
+        """One query router per corpus (the workload's chunk router, or ``make_router``'s,
+        e.g. a replayed trace's), joined into one shard router over the shared nodes."""
+        exp = self.experiment
+        factory = make_router or default_router_factory(exp)
+        rng = self.engine.rng["routing"]
+        uniform = _is_uniform(exp.corpus.popularity)
+        S = exp.cluster.shared.nodes
+        routers: list[QueryRouter] = []
+        offset = 0  # corpus c's chunks are global chunks offset .. offset + n - 1
+        for c, n in enumerate(exp.corpus.corpus_chunk_counts):
+            chunk_router = factory(c, rng)
+            if hasattr(chunk_router, "query_router"):  # e.g. a replay: counts its own way
+                routers.append(chunk_router.query_router(n, S, rng, offset=offset))
+            else:
+                k = int(getattr(chunk_router, "k", exp.corpus.keep_chunks_of(n)))
+                routers.append(QueryRouter(chunk_router, n, k, S, rng, uniform=uniform,
+                                           offset=offset))
+            offset += n
+        return ShardRouter(routers, exp.corpus.corpus_chunk_counts, S,
+                           single_corpus=exp.corpus.corpus_tokens is None)
+
+    def start(self) -> None:
+        """Start the request driver."""
+        self.driver.start()
+
+
+def default_router_factory(exp: Experiment) -> RouterFactory:
+    """The workload's statistical chunk router for each corpus."""
+    corpus, popularity = exp.corpus, exp.corpus.popularity
+    if corpus.corpus_tokens is not None:  # each corpus its own size (a Mooncake trace)
+        def per_corpus(c: int, rng: np.random.Generator) -> ChunkRouter:
+            t = max(1, corpus.corpus_tokens[c])  # type: ignore[index]
+            return ChunkRouter(SharedCorpusSpec(
+                tokens=t, chunk_tokens=min(corpus.chunk_tokens, t),
+                keep_fraction=corpus.keep_fraction, popularity=popularity), rng)
+        return per_corpus
+    spec = SharedCorpusSpec(tokens=corpus.tokens, chunk_tokens=corpus.chunk_tokens,
+                            keep_fraction=corpus.keep_fraction, popularity=popularity,
+                            corpora=corpus.corpora)
+    return lambda _corpus, rng: ChunkRouter(spec, rng)
+
+
+def _is_uniform(popularity: Any) -> bool:
+    """'uniform', or Zipf with exponent 0 (config: ``popularity: uniform | {zipf: s}``)."""
+    if popularity is None or popularity == "uniform":
+        return True
+    s = popularity.get("zipf") if isinstance(popularity, dict) else getattr(popularity, "zipf", None)
+    return s is not None and float(s) == 0.0
+
+
+__all__ = ["Cluster", "RouterFactory", "default_router_factory"]

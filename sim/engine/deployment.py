@@ -1,0 +1,86 @@
+"""The HBM plan of a deployment: what a serving replica holds (weights, resident shared
+KV) and what is left for per-request KV; the shared KV each shared node must hold.
+
+HBM budget of a replica: ``tp * HBM - weights - resident shared KV`` (the system says what
+it keeps resident: the corpus once, the router's chunk means, or nothing). Each request
+reserves ``ServingSystem.request_kv_tokens`` x KV bytes per token at admission. If nothing
+can ever fit, the error names the fields to change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw.specs import ChipSpec
+from workloads.models import ModelSpec
+from workloads.systems import ServingSystem
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A replica's HBM budget: capacity for per-request KV and what each request needs."""
+
+    replica_hbm_bytes: int
+    weights_bytes: int
+    resident_shared_bytes: int
+    kv_capacity_bytes: int
+    kv_bytes_per_token: float
+    shared_kv_per_shared_node_bytes: int
+    carries_shared: bool  # each request holds its own copy of its shared tokens
+
+    def request_bytes(self, unique: np.ndarray, output: np.ndarray,
+                      shared: np.ndarray) -> np.ndarray:
+        """KV bytes each request reserves at admission."""
+        tokens = unique + output + (shared if self.carries_shared else 0)
+        return np.ceil(tokens * self.kv_bytes_per_token).astype(np.int64)
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "replica_hbm_gib": self.replica_hbm_bytes / GIB,
+            "weights_gib": self.weights_bytes / GIB,
+            "resident_shared_gib": self.resident_shared_bytes / GIB,
+            "kv_capacity_gib": self.kv_capacity_bytes / GIB,
+            "shared_kv_per_shared_node_gib": self.shared_kv_per_shared_node_bytes / GIB,
+        }
+
+
+def memory_plan(model: ModelSpec, precision: str, system: ServingSystem, unique_chip: ChipSpec,
+                tp: int, shared_chip: ChipSpec, shared_nodes: int, corpus_tokens: int,
+                chunks: int, chunk_tokens: int, corpus_words: str) -> MemoryPlan:
+    """HBM accounting per replica; a clear error naming the fields when nothing fits.
+    ``corpus_words`` says where the corpus size came from (for the errors)."""
+    kvb = model.kv_bytes_per_token(precision)
+    weights = int(math.ceil(model.weight_bytes(precision)))
+    hbm = tp * unique_chip.hbm_capacity_bytes
+    shared_per_node = 0
+    resident = int(math.ceil(system.resident_shared_bytes(model, precision, corpus_tokens,
+                                                          chunks)))
+    if system.disaggregated and corpus_tokens:
+        if shared_nodes < 1:
+            raise ValueError(f"cluster.shared.nodes: {system.name} with a shared corpus needs "
+                             ">= 1 shared node")
+        per_node_chunks = -(-chunks // shared_nodes)
+        shared_per_node = int(math.ceil(per_node_chunks * chunk_tokens * kvb))
+        if shared_per_node > shared_chip.hbm_capacity_bytes:
+            raise ValueError(
+                f"cluster.shared: each of {shared_nodes} shared node(s) must hold "
+                f"{shared_per_node / GIB:.1f} GiB of shared KV ({corpus_words}), more than the "
+                f"{shared_chip.name}'s {shared_chip.hbm_capacity_GiB} GiB; add "
+                f"shared nodes or use a larger cluster.shared.chip")
+    cap = hbm - weights - resident
+    if cap <= 0:
+        raise ValueError(
+            f"cluster.unique: a replica of {tp} x {unique_chip.name} "
+            f"({hbm / GIB:.1f} GiB HBM; cluster.unique.chip, cluster.unique.tp) cannot hold "
+            f"the {model.name} {precision} weights ({weights / GIB:.1f} GiB; model, precision) "
+            f"plus resident shared KV ({resident / GIB:.1f} GiB; workload.shared.tokens)")
+    return MemoryPlan(hbm, weights, resident, cap, kvb, shared_per_node,
+                      carries_shared=system.carries_shared_kv)
+
+
+__all__ = ["GIB", "MemoryPlan", "memory_plan"]

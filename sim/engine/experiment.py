@@ -1,0 +1,272 @@
+"""``Experiment``: everything one simulation needs, resolved to typed sections.
+
+``sim.config.resolve`` builds it from a validated config (the only reader of config
+fields); tests and benchmarks build one with :func:`make_experiment`. The engine reads
+only this: each part takes its own section (the cluster its ``cluster``, a shared node its
+``batching`` limits, the summary its ``run`` bounds), never a dotted config path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hw.specs import ChipSpec, load_chip
+from sim.engine.deployment import MemoryPlan, memory_plan
+from workloads.models import ModelSpec, get_model
+from workloads.request import RequestSpec
+from workloads.systems import ServingSystem, get_system
+from workloads.systems.ops import n_chunks
+
+UNBOUNDED = 1 << 30  # batching.max_running: null (HBM alone bounds admission)
+
+
+@dataclass(frozen=True)
+class UniqueNodes:
+    """The unique node class: how many, which chip, tensor-parallel group size."""
+
+    nodes: int
+    chip: ChipSpec
+    tp: int = 1
+
+
+@dataclass(frozen=True)
+class SharedNodes:
+    """The shared node class: how many and which chip."""
+
+    nodes: int
+    chip: ChipSpec
+
+
+@dataclass(frozen=True)
+class FabricSpec:
+    """The interconnect between nodes: topology, per-link bandwidth and latencies."""
+
+    topology: str = "switch"
+    bandwidth_GBps: float = 450.0
+    latency_ns: float = 0.0
+    switch_latency_ns: float = 0.0
+    hosts_per_leaf: int = 8
+    spines: int | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    unique: UniqueNodes
+    shared: SharedNodes
+    fabric: FabricSpec
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """The shared corpora: ``corpora`` of ``tokens`` each, or (a Mooncake trace) each its own
+    size in ``corpus_tokens``; chunking, the kept fraction and chunk popularity."""
+
+    tokens: int = 0
+    chunk_tokens: int = 1
+    keep_fraction: float = 1.0
+    corpora: int = 1
+    corpus_tokens: tuple[int, ...] | None = None
+    popularity: Any = "uniform"
+
+    @property
+    def chunks_per_corpus(self) -> int:
+        """Chunks of one configured corpus (``workload.shared.tokens``)."""
+        return n_chunks(self.tokens, self.chunk_tokens) if self.tokens else 0
+
+    @property
+    def corpus_chunk_counts(self) -> tuple[int, ...]:
+        """Chunks of each corpus, in corpus order (a short last chunk counts as one)."""
+        if self.corpus_tokens is not None:
+            return tuple(n_chunks(max(1, t), self.chunk_tokens) for t in self.corpus_tokens)
+        return (self.chunks_per_corpus,) * self.corpora if self.tokens else ()
+
+    @property
+    def total_chunks(self) -> int:
+        return sum(self.corpus_chunk_counts)
+
+    @property
+    def total_corpus_tokens(self) -> int:
+        """Shared tokens stored once across all corpora."""
+        if self.corpus_tokens is not None:
+            return sum(self.corpus_tokens)
+        return self.tokens * self.corpora
+
+    def keep_chunks_of(self, n: int) -> int:
+        """Chunks a query keeps of an ``n``-chunk corpus: round(keep_fraction x n), >= 1."""
+        return max(1, min(n, round(self.keep_fraction * n))) if n else 0
+
+    @property
+    def keep_chunks(self) -> int:
+        """Chunks each query of a configured corpus keeps."""
+        return self.keep_chunks_of(self.chunks_per_corpus)
+
+    def describe(self) -> str:
+        """Where the corpus size came from, for error messages."""
+        if self.corpus_tokens is not None:
+            return (f"{len(self.corpus_tokens)} corpora of {self.total_corpus_tokens} tokens "
+                    "in all, read off the workload's trace")
+        return f"workload.shared.tokens={self.tokens} x corpora {self.corpora}"
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """Shared nodes' batching limits and unique nodes' admission cap."""
+
+    max_batch: int = 256
+    window_ns: int = 0
+    max_running: int = UNBOUNDED
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How long, how faithfully, with which service-time law."""
+
+    requests: int | None = None
+    duration_ns: int | None = None
+    warmup_ns: int = 0
+    granularity: str = "step"
+    service: str = "deterministic"
+
+
+@dataclass(frozen=True)
+class SizeLaws:
+    """The workload's token-count laws (the closed form prices the mean request)."""
+
+    unique_tokens_mean: int = 1
+    output_tokens_mean: float = 1.0
+
+
+@dataclass(frozen=True)
+class WorkloadPlan:
+    """The run's requests (arrival order) and what the arrival process said about them."""
+
+    requests: tuple[RequestSpec, ...] = ()
+    closed_loop_concurrency: int | None = None
+    sharing: dict | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One simulation, fully resolved; the HBM plan is computed once, when it is built."""
+
+    name: str
+    seed: int
+    model: ModelSpec
+    precision: str
+    system: ServingSystem
+    cluster: ClusterSpec
+    corpus: CorpusSpec
+    batching: BatchingSpec
+    run: RunSpec
+    workload: WorkloadPlan = WorkloadPlan()
+    sizes: SizeLaws = SizeLaws()
+    memory: MemoryPlan = field(default=None)  # type: ignore[assignment]
+    config: dict | None = field(default=None, repr=False)  # the resolved config, plain data
+
+    def __post_init__(self) -> None:
+        if self.memory is None:
+            object.__setattr__(self, "memory", memory_plan(
+                self.model, self.precision, self.system, self.cluster.unique.chip,
+                self.cluster.unique.tp, self.cluster.shared.chip, self.cluster.shared.nodes,
+                self.corpus.total_corpus_tokens, self.corpus.total_chunks,
+                self.corpus.chunk_tokens, self.corpus.describe()))
+
+    @property
+    def disaggregated(self) -> bool:
+        """Corpus attention runs on shared nodes over the fabric (a property of the system)."""
+        return self.system.disaggregated
+
+    @property
+    def remote_shared(self) -> bool:
+        """Queries go to shared nodes: a disaggregated system with a shared corpus."""
+        return self.system.disaggregated and self.corpus.tokens > 0
+
+    def with_requests(self, requests: Any, closed_loop_concurrency: int | None = None,
+                      sharing: dict | None = None, notes: tuple[str, ...] = ()) -> Experiment:
+        """The same experiment driven by ``requests`` (tests, benchmarks, replays)."""
+        plan = WorkloadPlan(tuple(requests), closed_loop_concurrency, sharing, tuple(notes))
+        return dataclasses.replace(self, workload=plan)
+
+    def with_corpora(self, corpus_tokens: tuple[int, ...]) -> Experiment:
+        """The experiment with the workload's own corpora (each its own size); the HBM plan
+        is recomputed for them (the trace's corpora must fit too)."""
+        corpus = dataclasses.replace(self.corpus, corpus_tokens=tuple(int(t) for t in corpus_tokens),
+                                     corpora=len(corpus_tokens))
+        return dataclasses.replace(self, corpus=corpus, memory=None)
+
+
+# flat keyword -> (section, field) for make_experiment
+_FLAT: dict[str, tuple[str, str]] = {
+    "unique_nodes": ("unique", "nodes"), "unique_chip": ("unique", "chip"), "tp": ("unique", "tp"),
+    "shared_nodes": ("shared", "nodes"), "shared_chip": ("shared", "chip"),
+    "topology": ("fabric", "topology"), "bandwidth_GBps": ("fabric", "bandwidth_GBps"),
+    "latency_ns": ("fabric", "latency_ns"), "switch_latency_ns": ("fabric", "switch_latency_ns"),
+    "hosts_per_leaf": ("fabric", "hosts_per_leaf"), "spines": ("fabric", "spines"),
+    "shared_tokens": ("corpus", "tokens"), "chunk_tokens": ("corpus", "chunk_tokens"),
+    "keep_fraction": ("corpus", "keep_fraction"), "corpora": ("corpus", "corpora"),
+    "corpus_tokens": ("corpus", "corpus_tokens"), "popularity": ("corpus", "popularity"),
+    "max_batch": ("batching", "max_batch"), "window_ns": ("batching", "window_ns"),
+    "max_running": ("batching", "max_running"),
+    "requests": ("run", "requests"), "duration_ns": ("run", "duration_ns"),
+    "warmup_ns": ("run", "warmup_ns"), "granularity": ("run", "granularity"),
+    "service": ("run", "service"),
+}
+
+
+def make_experiment(**overrides: Any) -> Experiment:
+    """An ``Experiment`` for programmatic use (tests, benchmarks): the default cluster of
+    ``workloads/default.yaml`` (moska, Llama 3.1 8B fp8, 4 moska-unique + 2 moska-shared
+    nodes on a 450 GB/s switch, a 1Mi-token corpus) with ``overrides`` applied, by flat
+    name (``shared_tokens=...``, ``tp=...``). Chip, model and system names are looked up."""
+    top: dict[str, Any] = dict(name="experiment", seed=0, model="llama-3.1-8b", precision="fp8",
+                               system="moska")
+    sections: dict[str, dict[str, Any]] = {
+        "unique": dict(nodes=4, chip="moska-unique", tp=1),
+        "shared": dict(nodes=2, chip="moska-shared"),
+        "fabric": dict(topology="switch", bandwidth_GBps=450.0, latency_ns=1000.0,
+                       switch_latency_ns=0.0, hosts_per_leaf=8, spines=None),
+        "corpus": dict(tokens=2**20, chunk_tokens=2048, keep_fraction=0.25, corpora=1,
+                       corpus_tokens=None, popularity="uniform"),
+        "batching": dict(max_batch=256, window_ns=50_000, max_running=UNBOUNDED),
+        "run": dict(requests=None, duration_ns=None, warmup_ns=0, granularity="step",
+                    service="deterministic"),
+    }
+    for key, value in overrides.items():
+        if key in top:
+            top[key] = value
+        elif key in _FLAT:
+            section, name = _FLAT[key]
+            sections[section][name] = value
+        else:
+            raise TypeError(f"make_experiment: unknown field {key!r}")
+    for sec in ("unique", "shared"):
+        if isinstance(sections[sec]["chip"], str):
+            sections[sec]["chip"] = load_chip(sections[sec]["chip"])
+    model = get_model(top["model"]) if isinstance(top["model"], str) else top["model"]
+    system = get_system(top["system"]) if isinstance(top["system"], str) else top["system"]
+    return Experiment(
+        name=top["name"], seed=top["seed"], model=model, precision=top["precision"],
+        system=system,
+        cluster=ClusterSpec(UniqueNodes(**sections["unique"]), SharedNodes(**sections["shared"]),
+                            FabricSpec(**sections["fabric"])),
+        corpus=CorpusSpec(**sections["corpus"]), batching=BatchingSpec(**sections["batching"]),
+        run=RunSpec(**sections["run"]))
+
+
+__all__ = [
+    "UNBOUNDED",
+    "BatchingSpec",
+    "ClusterSpec",
+    "CorpusSpec",
+    "Experiment",
+    "FabricSpec",
+    "RunSpec",
+    "SharedNodes",
+    "SizeLaws",
+    "UniqueNodes",
+    "WorkloadPlan",
+    "make_experiment",
+]

@@ -1,0 +1,291 @@
+"""The interconnect between nodes: a networkx topology whose directed links are contended.
+
+Model. Every directed link is a capacity-1 FIFO resource. A message holds every link of
+its path at once for its serialisation time ``bytes / bandwidth`` (cut-through: the head
+is already downstream while the tail leaves), then arrives one latency per hop later:
+``latency_ns`` for each link plus ``switch_latency_ns`` for each vertex it passes
+through (a switch, or a forwarding host on a ring).
+
+Implementation. Links are acquired atomically, in the order messages are issued, by
+*reservation*: a message starts serialising at the earliest time every link of its path
+is free (``max(now, free_at[l])``) and pushes each link's ``free_at`` to its end. This is
+the schedule that capacity-1 FIFO resources acquired together in one global order give
+(no backfilling into idle gaps, no deadlock), computed in closed form when the message is
+issued, so a message in flight costs one scheduled event (its delivery) instead of the
+request/hold/release events of one ``simpy.Resource`` per link. Links' busy time, bytes
+and queue length (messages reserved but not yet serialising) are recorded per link.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import networkx as nx
+from simpy.events import NORMAL, Event
+
+from sim.engine.kernel import Engine, ceil_ns
+
+Topology = Literal["switch", "ring", "fat_tree"]
+TOPOLOGIES: tuple[str, ...] = ("switch", "ring", "fat_tree")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path's directed links (indices into the fabric's link table) and its latency."""
+
+    links: tuple[int, ...]
+    hops: int
+    latency_ns: int
+
+
+def build_topology(
+    kind: str, hosts: list[str], *, hosts_per_leaf: int = 8, spines: int | None = None
+) -> nx.DiGraph:
+    """A directed graph of ``hosts`` and switches; every cable is two directed links.
+
+    ``switch``: a star, every host one cable to switch ``sw``. ``ring``: hosts in a ring
+    in the given order. ``fat_tree``: two levels; leaves of ``hosts_per_leaf`` hosts in
+    order, every leaf cabled to every spine (``spines`` defaults to ``hosts_per_leaf``: a
+    non-blocking leaf-spine).
+    """
+    if kind not in TOPOLOGIES:
+        raise ValueError(
+            f"cluster.fabric.topology: expected one of {', '.join(TOPOLOGIES)}, got {kind!r}")
+    if len(set(hosts)) != len(hosts):
+        raise ValueError("fabric: host names must be distinct")
+    g = nx.DiGraph()
+    for h in hosts:
+        g.add_node(h, kind="host")
+
+    def cable(a: str, b: str) -> None:
+        g.add_edge(a, b)
+        g.add_edge(b, a)
+
+    if kind == "switch":
+        g.add_node("sw", kind="switch")
+        for h in hosts:
+            cable(h, "sw")
+    elif kind == "ring":
+        n = len(hosts)
+        for i in range(n if n > 2 else n - 1):
+            cable(hosts[i], hosts[(i + 1) % n])
+    else:
+        if hosts_per_leaf < 1:
+            raise ValueError(f"cluster.fabric.hosts_per_leaf: expected >= 1, got {hosts_per_leaf}")
+        n_spines = spines if spines is not None else hosts_per_leaf
+        if n_spines < 1:
+            raise ValueError(f"cluster.fabric.spines: expected >= 1, got {n_spines}")
+        n_leaves = -(-len(hosts) // hosts_per_leaf)
+        for s in range(n_spines):
+            g.add_node(f"spine{s}", kind="switch")
+        for leaf in range(n_leaves):
+            name = f"leaf{leaf}"
+            g.add_node(name, kind="switch")
+            for s in range(n_spines):
+                cable(name, f"spine{s}")
+            for h in hosts[leaf * hosts_per_leaf:(leaf + 1) * hosts_per_leaf]:
+                cable(h, name)
+    g.graph["kind"] = kind
+    g.graph["spines"] = spines if spines is not None else hosts_per_leaf
+    return g
+
+
+def _ecmp_path(g: nx.DiGraph, src: str, dst: str) -> list[str]:
+    """Shortest path; in a fat tree, the spine is chosen by hashing (src, dst) (ECMP)."""
+    if g.graph.get("kind") != "fat_tree":
+        return nx.shortest_path(g, src, dst)
+    leaf_a = next(v for v in g.successors(src))
+    leaf_b = next(v for v in g.successors(dst))
+    if leaf_a == leaf_b:
+        return [src, leaf_a, dst]
+    spines = sorted((v for v in g.successors(leaf_a) if v.startswith("spine")),
+                    key=lambda s: int(s[5:]))
+    h = zlib.crc32(f"{src}->{dst}".encode())
+    return [src, leaf_a, spines[h % len(spines)], leaf_b, dst]
+
+
+class _Delivered:
+    """Delivery callback: counts the bytes as received (a slotted object, not a closure)."""
+
+    __slots__ = ("dst", "nbytes", "received")
+
+    def __init__(self, received: list[int], dst: int, nbytes: int) -> None:
+        self.received, self.dst, self.nbytes = received, dst, nbytes
+
+    def __call__(self, _event: Event) -> None:
+        self.received[self.dst] += self.nbytes
+
+
+class Fabric:
+    """Contended directed links over a topology; messages reserve their whole path."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        graph: nx.DiGraph,
+        *,
+        bandwidth_GBps: float,
+        latency_ns: float,
+        switch_latency_ns: float = 0.0,
+    ) -> None:
+        if bandwidth_GBps <= 0:
+            raise ValueError(
+                f"cluster.fabric.link.bandwidth_GBps: expected > 0, got {bandwidth_GBps}")
+        if latency_ns < 0 or switch_latency_ns < 0:
+            raise ValueError("cluster.fabric: latencies must be >= 0")
+        self.engine = engine
+        self.graph = graph
+        self.bytes_per_ns = float(bandwidth_GBps)  # 1 GB/s = 1 B/ns
+        self.link_latency_ns = float(latency_ns)
+        self.switch_latency_ns = float(switch_latency_ns)
+        self.hosts = [n for n, d in graph.nodes(data=True) if d.get("kind") == "host"]
+        self.host_index = {h: i for i, h in enumerate(self.hosts)}
+        edges = sorted(graph.edges())  # a global order of links (sorted names)
+        self.link_names = [f"link:{a}->{b}" for a, b in edges]
+        self._edge_index = {e: i for i, e in enumerate(edges)}
+        n = len(edges)
+        self.free_at = [0] * n
+        self.busy_ns = [0] * n
+        self.link_bytes = [0] * n
+        self.link_messages = [0] * n
+        self.max_queue = [0] * n
+        # start times of messages reserved on each link, not yet serialising
+        self._pending: list[deque[int]] = [deque() for _ in range(n)]
+        self.bytes_sent = [0] * len(self.hosts)
+        self.bytes_received = [0] * len(self.hosts)
+        self._routes: dict[tuple[int, int], Route] = {}
+        self.tl = None  # the timeline recorder (sim.engine.timeline), when one is attached
+
+    # -- routes ---------------------------------------------------------------------------
+    def route(self, src: int, dst: int) -> Route:
+        """The (cached) route between two hosts, by host index."""
+        key = (src, dst)
+        r = self._routes.get(key)
+        if r is None:
+            path = _ecmp_path(self.graph, self.hosts[src], self.hosts[dst])
+            links = tuple(sorted(self._edge_index[(a, b)] for a, b in zip(path, path[1:])))
+            hops = len(path) - 1
+            lat = ceil_ns(hops * self.link_latency_ns + (hops - 1) * self.switch_latency_ns)
+            r = Route(links, hops, lat)
+            self._routes[key] = r
+        return r
+
+    def serialization_ns(self, nbytes: int) -> int:
+        return ceil_ns(nbytes / self.bytes_per_ns)
+
+    def uncontended_ns(self, src: int, dst: int, nbytes: int, rounds: int = 1) -> int:
+        """Delivery time of a message on an idle fabric (for closed-form checks)."""
+        return self.serialization_ns(nbytes) + rounds * self.route(src, dst).latency_ns
+
+    # -- sending --------------------------------------------------------------------------
+    def send(
+        self,
+        src: int,
+        dst: int,
+        nbytes: int,
+        *,
+        rounds: int = 1,
+        event: Event | None = None,
+        on_delivery: Callable[[Event], None] | None = None,
+    ) -> int:
+        """Issue a message now; returns its delivery time (ns).
+
+        ``rounds`` > 1 folds that many back-to-back messages of ``nbytes / rounds`` each
+        into one (step granularity): the bytes serialise together and the path latency is
+        paid ``rounds`` times. ``event`` (optional) is the event to fire on delivery;
+        ``on_delivery`` (optional) is called with it then.
+        """
+        if src == dst:
+            raise ValueError(f"fabric: message from host {self.hosts[src]} to itself")
+        env = self.engine.env
+        now = env.now
+        r = self._routes.get((src, dst)) or self.route(src, dst)
+        links = r.links
+        free_at = self.free_at
+        start = now
+        for li in links:
+            start = max(start, free_at[li])
+        ser = int(nbytes / self.bytes_per_ns)
+        if ser < nbytes / self.bytes_per_ns:
+            ser += 1
+        end = start + ser
+        busy, lbytes, msgs = self.busy_ns, self.link_bytes, self.link_messages
+        for li in links:
+            free_at[li] = end
+            busy[li] += ser
+            lbytes[li] += nbytes
+            msgs[li] += 1
+        if start > now:
+            self._queue(links, now, start)
+        if self.tl is not None:
+            self.tl.transfer(links, start, ser, nbytes, src, dst, rounds)
+        self.bytes_sent[src] += nbytes
+        ev = event if event is not None else Event(env)
+        ev.callbacks.insert(0, _Delivered(self.bytes_received, dst, nbytes))
+        if on_delivery is not None:
+            ev.callbacks.append(on_delivery)
+        delivery = end + rounds * r.latency_ns
+        # NOTE: for performance: Engine.fire_after inlined (one scheduled event per message)
+        ev._ok = True
+        ev._value = None
+        env.schedule(ev, NORMAL, delivery - now)
+        return delivery
+
+    def _queue(self, links: tuple[int, ...], now: int, start: int) -> None:
+        """Note that a message waits on ``links`` from ``now`` until ``start``.
+
+        A link's queued start times only grow (FIFO reservations), so the messages still
+        waiting at ``now`` are the tail of that sequence: no event is needed to dequeue.
+        """
+        for li in links:
+            pend = self._pending[li]
+            while pend and pend[0] <= now:
+                pend.popleft()
+            pend.append(start)
+            self.max_queue[li] = max(self.max_queue[li], len(pend))
+
+    def queue_length(self, li: int) -> int:
+        """Messages waiting to start serialising on link ``li`` now."""
+        pend = self._pending[li]
+        now = self.engine.env.now
+        while pend and pend[0] <= now:
+            pend.popleft()
+        return len(pend)
+
+    # -- accounting -----------------------------------------------------------------------
+    def busy_within(self, t_end: int) -> list[int]:
+        """Each link's busy ns inside [0, t_end] (reservations never leave gaps after
+        the last issue time, so the part past ``t_end`` is ``free_at - t_end``)."""
+        return [b - max(0, f - t_end) for b, f in zip(self.busy_ns, self.free_at)]
+
+    def in_flight_bytes(self) -> int:
+        return sum(self.bytes_sent) - sum(self.bytes_received)
+
+    def stats(self, t_end: int) -> FabricStats:
+        """The fabric's part of the summary at ``t_end``: each link's busy ns, and bytes."""
+        return FabricStats(dict(zip(self.link_names, self.busy_within(t_end))), {
+            "sent": dict(zip(self.hosts, self.bytes_sent)),
+            "received": dict(zip(self.hosts, self.bytes_received)),
+            "total_sent": sum(self.bytes_sent),
+            "total_received": sum(self.bytes_received),
+            "in_flight_at_end": self.in_flight_bytes(),
+            "per_link": dict(zip(self.link_names, self.link_bytes)),
+        }, conserved=sum(self.bytes_sent) == sum(self.bytes_received) + self.in_flight_bytes(),
+            in_flight=self.in_flight_bytes())
+
+
+@dataclass(frozen=True)
+class FabricStats:
+    """Busy ns per link, the bytes record, and the conservation check's inputs."""
+
+    link_busy_ns: dict[str, int]
+    bytes: dict[str, object]
+    conserved: bool
+    in_flight: int
+
+
+__all__ = ["TOPOLOGIES", "Fabric", "FabricStats", "Route", "build_topology"]

@@ -1,0 +1,277 @@
+"""A shared node: holds a stripe of the shared corpus's chunks and batches the queries that
+unique nodes send it into grouped shared-attention launches.
+
+Batching rule. Query messages wait FIFO. A launch starts when the node is idle and either
+some (layer, chunk) has at least ``max_batch`` pending queries or the oldest pending
+message has waited ``window_ns``. A launch takes pending messages in FIFO order while every
+(layer, chunk) batch stays <= ``max_batch``; a message that alone exceeds it is split over
+several launches. A launch is priced as ONE ``GroupedSharedAttention`` over every
+(layer, chunk) it touches (chunks of different layers are different KV: separate chunks
+of the same launch). When all of a message's queries are done, its partials (output +
+log-sum-exp) go back over the fabric. Prefill jobs (a prompt's attention to the corpus)
+run alone, interleaved FIFO with the decode messages by arrival time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from simpy.events import Event
+
+from sim.engine.fabric import Fabric
+from sim.engine.kernel import Engine
+from sim.engine.nodes.base import Node, NodeStats
+from sim.engine.nodes.messages import PrefillJob, QueryMessage
+from sim.engine.nodes.pricing import Pricer
+
+
+class SharedNode(Node):
+    """One shared node's queue, batching policy and busy-time accounting."""
+
+    kind = "shared"
+
+    def __init__(
+        self,
+        index: int,
+        host: int,
+        engine: Engine,
+        fabric: Fabric | None,
+        pricer: Pricer,
+        *,
+        local_chunks: int,
+        max_batch: int,
+        window_ns: int,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"batching.max_batch: expected >= 1, got {max_batch}")
+        super().__init__(index, host, engine)
+        self.fabric = fabric
+        self.pricer = pricer
+        self.local_chunks = local_chunks
+        self.max_batch = max_batch
+        self.window_ns = window_ns
+        self.pending: deque[QueryMessage] = deque()
+        self.jobs: deque[PrefillJob] = deque()
+        self._pending_by_layer: dict[int, np.ndarray] = {}
+        self._layer_max: dict[int, int] = {}  # max pending queries of a chunk, per layer
+        self._layer_msgs: dict[int, int] = {}  # pending messages, per layer
+        self.pending_pairs = 0
+        self.pending_queries = 0  # requests of the pending messages (a split one until done)
+        self._wake: Event | None = None
+        self._wake_full_only = False
+        # accounting
+        self.launches = 0
+        self.launch_pairs = 0
+        self.launch_chunks = 0
+        self.max_chunk_batch = 0
+        self.max_pending_pairs = 0
+        self.messages = 0
+        self.split_messages = 0
+        self.prefill_jobs = 0
+        self.prefill_busy_ns = 0
+        self.process = self.env.process(self.run())
+
+    # -- arrivals -------------------------------------------------------------------------
+    def receive(self, msg: QueryMessage) -> None:
+        """A query message has arrived (called by the fabric on delivery)."""
+        msg.t_arrive = self.env.now
+        self.pending.append(msg)
+        self.messages += 1
+        self._layer_msgs[msg.layer] = self._layer_msgs.get(msg.layer, 0) + 1
+        acc = self._pending_by_layer.get(msg.layer)
+        if acc is None:
+            self._pending_by_layer[msg.layer] = msg.remaining.copy()
+            self._layer_max[msg.layer] = msg.max_count
+        else:
+            acc += msg.remaining
+            self._layer_max[msg.layer] = int(acc.max())
+        self.pending_pairs += msg.pairs
+        self.pending_queries += msg.requests
+        self.max_pending_pairs = max(self.max_pending_pairs, self.pending_pairs)
+        wake = self._wake
+        if wake is not None and (not self._wake_full_only or self._full()):
+            self._wake = None
+            wake.succeed()
+
+    def receive_job(self, job: PrefillJob) -> None:
+        """A prefill job has arrived."""
+        job.t_arrive = self.env.now
+        self.jobs.append(job)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.succeed()
+
+    def _full(self) -> bool:
+        mb = self.max_batch
+        return any(m >= mb for m in self._layer_max.values())
+
+    def _sleep(self, full_only: bool, timeout_ns: int = 0) -> Event:
+        ev = self.env.event()
+        self._wake = ev
+        self._wake_full_only = full_only
+        if timeout_ns:
+            self.engine.call_after(timeout_ns, self._timer, ev)
+        return ev
+
+    def _timer(self, ev: Event) -> None:
+        if not ev.triggered:
+            if self._wake is ev:
+                self._wake = None
+            ev.succeed()
+
+    # -- the node's process ---------------------------------------------------------------
+    def run(self):
+        env = self.env
+        while True:
+            if not self.pending and not self.jobs:
+                yield self._sleep(full_only=False)
+                continue
+            if self.jobs and (not self.pending or self.jobs[0].t_arrive <= self.pending[0].t_arrive):
+                yield from self._run_job(self.jobs.popleft())
+                continue
+            if not self._full():
+                wait = self.pending[0].t_arrive + self.window_ns - env.now
+                if wait > 0:
+                    yield self._sleep(full_only=True, timeout_ns=wait)
+                    continue
+            yield from self._launch()
+
+    def _run_job(self, job: PrefillJob):
+        now = self.env.now
+        job.t_start = now
+        self._busy(job.cost_ns)
+        if self.tl is not None:
+            self.tl.kernel(self.index, "prefill_attention", now, job.cost_ns,
+                           {"src": self.tl.host_name(job.src_host), "rounds": job.rounds})
+        self.prefill_jobs += 1
+        self.prefill_busy_ns += job.cost_ns
+        yield self.env.timeout(job.cost_ns)
+        job.t_done = self.env.now
+        job.t_back = self._reply(job.src_host, job.partial_bytes, job.rounds, job.reply)
+
+    def _take(self) -> tuple[list[tuple[QueryMessage, np.ndarray]], dict[int, np.ndarray], int]:
+        """The messages (or the split part of one) the next launch takes, FIFO."""
+        mb = self.max_batch
+        take: dict[int, np.ndarray] = {}
+        bound: dict[int, int] = {}  # an upper bound of take[layer].max()
+        parts: list[tuple[QueryMessage, np.ndarray]] = []
+        whole = 0
+        for msg in self.pending:
+            layer = msg.layer
+            cur = take.get(layer)
+            rem = msg.remaining
+            if cur is None:
+                fits = msg.max_count <= mb
+            else:
+                # NOTE: for performance: the sum of the maxima bounds every chunk's sum; the
+                # elementwise check runs only when that bound is over max_batch
+                fits = (bound[layer] + msg.max_count <= mb
+                        or bool((rem <= mb - cur).all()))
+            if fits:
+                take[layer] = rem if cur is None else cur + rem
+                bound[layer] = msg.max_count if cur is None else min(
+                    mb, bound[layer] + msg.max_count)
+                parts.append((msg, rem))
+                whole += 1
+                continue
+            if not parts:  # the oldest message alone exceeds max_batch: split it
+                part = np.minimum(rem, mb)
+                take[msg.layer] = part
+                parts.append((msg, part))
+            break
+        return parts, take, whole
+
+    def _launch(self):
+        env = self.env
+        parts, take, whole = self._take()
+        rounds = parts[0][0].rounds
+        requests = pairs = 0
+        simple = whole == len(parts) == len(take)  # whole messages, one per layer
+        biggest = 0
+        for i, (msg, part) in enumerate(parts):
+            n = msg.pairs if i < whole else int(part.sum())
+            pairs += n
+            requests += min(msg.requests, n)
+            if simple and msg.max_count > biggest:
+                biggest = msg.max_count
+            assert msg.rounds == rounds, "a launch mixes layer- and step-granularity messages"
+        if not simple:
+            biggest = max(int(a.max()) for a in take.values())
+        assert biggest <= self.max_batch, (biggest, self.max_batch)
+        self.max_chunk_batch = max(self.max_chunk_batch, biggest)
+        ns, chunks = self.pricer.grouped(list(take.values()), requests, pairs, biggest)
+        cost = ns * rounds
+        # bookkeeping of what leaves the queue
+        done: list[QueryMessage] = []
+        for i, (msg, part) in enumerate(parts):
+            if i < whole:
+                done.append(self.pending.popleft())
+                self.pending_queries -= msg.requests
+                self._layer_msgs[msg.layer] -= 1
+            else:
+                msg.remaining = msg.remaining - part
+                msg.max_count = int(msg.remaining.max())
+                msg.pairs -= int(part.sum())
+                self.split_messages += 1
+        for layer, part in take.items():
+            if not self._layer_msgs[layer]:  # nothing of this layer is left
+                del self._pending_by_layer[layer], self._layer_max[layer], self._layer_msgs[layer]
+                continue
+            acc = self._pending_by_layer[layer]
+            acc -= part
+            self._layer_max[layer] = int(acc.max())
+        self.pending_pairs -= pairs
+        now = env.now
+        for msg, _ in parts:
+            if msg.t_first_launch < 0:
+                msg.t_first_launch = now
+            msg.compute_ns += cost
+            msg.launches += 1
+        self.launches += 1
+        self.launch_pairs += pairs
+        self.launch_chunks += chunks
+        self._busy(cost)
+        if self.tl is not None:
+            self.tl.kernel(self.index, "grouped_shared_attention", now, cost,
+                           {"requests": requests, "pairs": pairs, "chunks": chunks,
+                            "max_chunk_batch": biggest, "messages": len(parts),
+                            "layers": len(take), "rounds": rounds})
+        yield env.timeout(cost)
+        now = env.now
+        for msg in done:
+            msg.t_done = now
+            msg.t_back = self._reply(msg.src_host,
+                                     self.pricer.partial_bytes(msg.requests) * msg.rounds,
+                                     msg.rounds, msg.reply)
+
+    def _reply(self, dst_host: int, nbytes: int, rounds: int, reply: Event) -> int:
+        """Send partials back; returns when they arrive (ns)."""
+        if self.fabric is None:
+            reply.succeed()
+            return self.env.now
+        return self.fabric.send(self.host, dst_host, nbytes, rounds=rounds, event=reply)
+
+    # -- accounting -----------------------------------------------------------------------
+    def stats(self, t_end: int) -> NodeStats:
+        lc, ln = self.launch_chunks, self.launches
+        return NodeStats(self.name, self.busy_within(t_end), {
+            "launches": ln,
+            "messages": self.messages,
+            "split_messages": self.split_messages,
+            "mean_chunk_batch": (self.launch_pairs / lc) if lc else None,
+            "mean_chunks_per_launch": (lc / ln) if ln else None,
+            "max_chunk_batch": self.max_chunk_batch,
+            "max_pending_pairs": self.max_pending_pairs,
+            "prefill_jobs": self.prefill_jobs,
+            "prefill_busy_s": self.prefill_busy_ns / 1e9,
+        })
+
+    def queue_length(self) -> int:
+        """Queries waiting for a launch (one per request of a pending message) plus
+        pending prefill jobs."""
+        return self.pending_queries + len(self.jobs)
+
+
+__all__ = ["SharedNode"]

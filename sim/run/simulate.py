@@ -1,0 +1,220 @@
+"""Simulate one experiment: build the cluster, run the SimPy clock until every request has
+finished (or ``run.duration_s``), and collect the summary, per-request rows and time
+series. ``simulate`` is the one entry point that ``run``, ``replay``, ``compare`` and
+``sweep`` all use; ``run_experiment`` adds the results folder.
+
+Stopping. With ``run.duration_s`` the run stops at that simulated time (requests still
+waiting or running are *in flight*), or earlier if every planned request has finished;
+with only ``run.requests`` it drains: it ends when the last request completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.engine.cluster import Cluster, RouterFactory
+from sim.engine.experiment import Experiment
+from sim.engine.kernel import Engine
+from sim.engine.records import MAX_SAMPLES, Sampler
+from sim.engine.timeline import Timeline, TimelineOptions
+from sim.run.summary import latencies, summarize, timeseries
+
+MAX_LINK_SERIES = 64  # link queue series in timeseries.csv (larger fabrics: none)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the summary, per-request records, time series, run info."""
+
+    summary: dict
+    requests_header: list[str]
+    requests_rows: list[list[Any]]
+    timeseries_header: list[str]
+    timeseries_rows: np.ndarray
+    run_info: dict
+    config: Any = None
+    out_dir: Path | None = None
+    cluster: Cluster | None = field(default=None, repr=False)
+    timeline: Timeline | None = field(default=None, repr=False)
+
+
+# -- progress ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: float, unit: str) -> Iterator[Callable[[float], None]]:
+    """A rich progress bar on stderr, or a no-op when disabled or not a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda _x: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    digits = 2 if unit == "s" else 0
+    with Progress(TextColumn("[bold]simulating"), BarColumn(),
+                  TextColumn(f"{{task.completed:,.{digits}f}}/{{task.total:,.{digits}f}} {unit}"),
+                  TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("sim", total=total)
+        last = [0.0]
+
+        def update(x: float) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 0.1:
+                last[0] = now
+                bar.update(task, completed=min(x, total))
+
+        yield update
+
+
+def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
+             progress: bool = False, timeline: TimelineOptions | None = None) -> RunResult:
+    """Simulate ``experiment`` (its workload's requests on its cluster); no files are written.
+
+    ``router`` replaces the workload's statistical chunk router (a replayed trace's
+    routing); ``timeline`` records a Chrome/Perfetto trace into ``RunResult.timeline``."""
+    exp = experiment
+    requests = exp.workload.requests
+    engine = Engine(exp.seed)
+    env = engine.env
+    cluster = Cluster(engine, exp, make_router=router)
+    rec = cluster.records
+    tl = None
+    if timeline is not None:
+        tl = Timeline(timeline).attach(cluster)
+
+    def gauges() -> list[float]:
+        run = sum(u.running for u in cluster.unique)
+        wait = sum(len(u.waiting) for u in cluster.unique)
+        row = [float(run), float(wait), float(rec.occupancy.n)]
+        if len(cluster.unique) <= 16:
+            row += [float(len(u.waiting)) for u in cluster.unique]
+        if len(cluster.shared) <= 16:
+            row += [float(s.queue_length()) for s in cluster.shared]
+        if fab is not None and len(fab.link_names) <= MAX_LINK_SERIES:
+            row += [float(fab.queue_length(li)) for li in range(len(fab.link_names))]
+        return row
+
+    names = ["running", "queue.waiting", "in_system"]
+    if len(cluster.unique) <= 16:
+        names += [f"queue.{u.name}" for u in cluster.unique]
+    if len(cluster.shared) <= 16:
+        names += [f"queue.{s.name}" for s in cluster.shared]
+    fab = cluster.fabric
+    if fab is not None and len(fab.link_names) <= MAX_LINK_SERIES:
+        names += [f"queue.{name}" for name in fab.link_names]
+    horizon = exp.run.duration_ns or max((r.arrival_ns for r in requests), default=0) or 10**9
+    sampler = Sampler(gauges, names, max(1000, horizon // MAX_SAMPLES))
+
+    if exp.run.duration_ns is not None:
+        target, unit = exp.run.duration_ns / 1e9, "s"
+    else:
+        target, unit = float(len(requests)), "requests"
+
+    wall0 = time.perf_counter()
+    cpu0 = time.process_time()
+    with _progress_bar(progress, target, unit) as update:
+        base_gauges = sampler.gauges
+
+        def gauges_with_progress() -> list[float]:
+            update(env.now / 1e9 if unit == "s" else float(cluster.driver.finished))
+            return base_gauges()
+
+        sampler.gauges = gauges_with_progress
+        env.process(sampler.process(env))
+        cluster.start()
+        if exp.run.duration_ns is not None:
+            stop = env.any_of([cluster.done, env.timeout(exp.run.duration_ns)])
+        else:
+            stop = cluster.done
+        env.run(until=stop)
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    t_end = int(env.now)
+    assert isinstance(env.now, int), "the clock left the integers"
+    for u in cluster.unique:
+        u.flush_generated()
+    if tl is not None:
+        tl.finish(cluster, t_end)
+    if not sampler.times or sampler.times[-1] < t_end:
+        sampler.sample(t_end)
+    summary = summarize(exp, cluster, t_end, exp.workload.sharing)
+    ts_names, ts_rows = timeseries(rec.tokens, sampler, t_end)
+    req_header, req_rows = request_rows(cluster)
+    events = engine.events_scheduled
+    run_info = {
+        "wall_time_s": wall,
+        "cpu_time_s": cpu,
+        "events": events,
+        "events_per_s": events / wall if wall > 0 else None,
+        "simulated_requests_per_wall_s": summary["requests_arrived"] / wall if wall > 0 else None,
+        "sim_seconds_per_wall_second": (t_end / 1e9) / wall if wall > 0 else None,
+        "price_cache_shapes": cluster.pricer.cache_sizes(),
+        "routing_draws": {"exact": cluster.router.exact_draws if cluster.router else 0,
+                          "binomial": cluster.router.binomial_draws if cluster.router else 0},
+    }
+    if tl is not None:
+        run_info["timeline"] = tl.summary()
+    return RunResult(summary, req_header, req_rows, ts_names, ts_rows, run_info,
+                     cluster=cluster, timeline=tl)
+
+
+def request_rows(cluster: Cluster) -> tuple[list[str], list[list[Any]]]:
+    """Per-request records for ``requests.csv`` (times in ms; blank where not reached)."""
+    log = cluster.log
+    lat = latencies(log)
+    header = ["id", "node", "status", "arrival_ms", "admitted_ms", "first_token_ms",
+              "completion_ms", "unique_tokens", "shared_tokens", "output_tokens",
+              "tokens_generated", "ttft_ms", "tpot_ms", "e2e_ms"]
+    arrived = np.nonzero(log.arrival_ns >= 0)[0]
+
+    def ms(a: np.ndarray) -> list[str]:
+        return ["" if v < 0 else f"{v / 1e6:.6f}" for v in a.tolist()]
+
+    def fl(a: np.ndarray) -> list[str]:
+        return ["" if not np.isfinite(v) else f"{v:.6f}" for v in a.tolist()]
+
+    node_names = [u.name for u in cluster.unique]
+    cols = [
+        arrived.tolist(),
+        ["" if n < 0 else node_names[n] for n in log.node[arrived].tolist()],
+        [log.STATUS_NAMES[s] for s in log.status[arrived].tolist()],
+        ms(log.arrival_ns[arrived]), ms(log.admit_ns[arrived]), ms(log.first_ns[arrived]),
+        ms(log.done_ns[arrived]),
+        log.unique_tokens[arrived].tolist(), log.shared_tokens[arrived].tolist(),
+        log.output_tokens[arrived].tolist(), log.generated[arrived].tolist(),
+        fl(lat.ttft_ms[arrived]), fl(lat.tpot_ms[arrived]), fl(lat.e2e_ms[arrived]),
+    ]
+    return header, [list(r) for r in zip(*cols)]
+
+
+
+
+def run_simulation(config: Any, out_dir: Path | str | None = None, progress: bool = True,
+                   *, write: bool = True, timeline: TimelineOptions | None = None,
+                   overrides: dict | None = None) -> RunResult:
+    """Simulate ``config`` (an ``ExperimentConfig`` or a path to its YAML, with optional
+    dotted ``overrides``) and, unless ``write`` is False, write its results folder
+    (default ``results/<name>-<time>/``; ``timeline``: also ``timeline.json``)."""
+    from sim.config import load_config, resolve, with_overrides
+
+    if isinstance(config, (str, Path)):
+        config = load_config(Path(config), overrides)
+    elif overrides:
+        config = with_overrides(config, overrides)
+    experiment = resolve(config)
+    result = simulate(experiment, progress=progress, timeline=timeline)
+    result.config = config
+    result.summary["config"] = experiment.config
+    if write:
+        from sim.run.results import write_results
+
+        result.out_dir = write_results(result, out_dir)
+    return result
+
+
+__all__ = ["MAX_LINK_SERIES", "RunResult", "request_rows", "run_simulation", "simulate"]

@@ -1,0 +1,120 @@
+"""The building blocks every serving system's op lists share: ``StepOp`` (one op of a
+step, where it runs, which time bucket it fills), the dense layer, the LM head, query and
+partial sizes, and the expected chunk-batch histogram of routed queries.
+
+The op lists built from these are the single description of the work: ``sim.analytic``
+sums their prices in closed form and the event simulation runs them with queueing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from hw.ops import ACT_BYTES, STAT_BYTES, Gemm, Op, SharedAttention
+from workloads.models import ModelSpec
+
+Where = Literal["unique", "shared", "fabric"]
+
+
+@dataclass(frozen=True)
+class StepOp:
+    """One operation of a decode step: what, where it runs, and which time bucket it fills.
+
+    ``phase`` is the breakdown bucket: other_layers | unique_attention | shared_attention |
+    router | merge | fabric. ``per`` is 'layer' (repeated for every layer) or 'step'.
+    """
+
+    name: str
+    phase: str
+    where: Where
+    op: Op
+    per: Literal["layer", "step"] = "layer"
+
+
+def dense_layer_ops(model: ModelSpec, batch: int, precision: str, tp: int = 1) -> list[StepOp]:
+    """Projections and FFN of one layer for ``batch`` tokens, split ``tp`` ways (tensor parallel)."""
+    qkv = (model.q_heads + 2 * model.kv_heads) * model.head_dim
+    return [
+        StepOp("qkv_proj", "other_layers", "unique", Gemm(batch, split_ways(qkv, tp), model.hidden, precision)),
+        StepOp("o_proj", "other_layers", "unique",
+               Gemm(batch, split_ways(model.hidden, tp), model.q_heads * model.head_dim, precision)),
+        StepOp("ffn_gate_up", "other_layers", "unique",
+               Gemm(batch, split_ways(2 * model.ffn, tp), model.hidden, precision)),
+        StepOp("ffn_down", "other_layers", "unique",
+               Gemm(batch, split_ways(model.hidden, tp), model.ffn, precision)),
+    ]
+
+
+def lm_head_op(model: ModelSpec, batch: int, precision: str, tp: int = 1) -> StepOp:
+    return StepOp("lm_head", "other_layers", "unique",
+                  Gemm(batch, split_ways(model.vocab, tp), model.hidden, precision), per="step")
+
+
+def split_ways(n: int, ways: int) -> int:
+    """``n`` split ``ways`` ways (tensor parallel), rounded up, at least 1."""
+    return max(1, math.ceil(n / ways))
+
+
+def attention_kwargs(model: ModelSpec, precision: str) -> dict:
+    return {"q_heads": model.q_heads, "kv_heads": model.kv_heads, "head_dim": model.head_dim,
+            "dtype": precision}
+
+
+def query_bytes(model: ModelSpec, requests: int) -> int:
+    """Bytes of the queries of ``requests`` requests for one layer (bf16)."""
+    return int(requests * model.q_heads * model.head_dim * ACT_BYTES)
+
+
+def partial_bytes(model: ModelSpec, requests: int) -> int:
+    """Bytes of partial outputs + LSE returned for ``requests`` requests, one layer."""
+    return int(requests * model.q_heads * (model.head_dim * ACT_BYTES + STAT_BYTES))
+
+
+def expected_chunk_batches(
+    queries: int, n_chunks: int, keep_fraction: float
+) -> tuple[tuple[int, int], ...]:
+    """Expected per-chunk batch histogram when ``queries`` queries each keep ``keep_fraction``
+    of ``n_chunks`` chunks uniformly at random: the active chunks and their mean batch.
+
+    A chunk is active with probability 1 - (1 - f)^Q; active chunks share Q*f*N query
+    slots. The mean is rounded up to whole queries (a kernel pads rows anyway).
+    """
+    k = max(1, round(keep_fraction * n_chunks))
+    f = k / n_chunks
+    p_active = 1.0 - (1.0 - f) ** queries
+    active = max(1, round(n_chunks * p_active))
+    per_chunk = max(1, math.ceil(queries * k / active - 1e-9))
+    return ((per_chunk, active),)
+
+
+def n_chunks(shared_tokens: int, chunk_tokens: int) -> int:
+    return max(1, math.ceil(shared_tokens / chunk_tokens))
+
+
+def prefill_dense_ops(model: ModelSpec, precision: str, tokens: int, tp: int = 1) -> list[StepOp]:
+    """One layer of prefilling ``tokens`` prompt tokens without the corpus: projections and
+    FFN as GEMMs with m = tokens, and causal self-attention over the prompt priced as a
+    shared-attention GEMM over half of it (the causal average)."""
+    ops = dense_layer_ops(model, tokens, precision, tp)
+    causal = max(1, split_ways(tokens // 2, tp))
+    ops.insert(1, StepOp("prefill_unique_attention", "unique_attention", "unique",
+                         SharedAttention(**attention_kwargs(model, precision), batch=tokens,
+                                         kv_tokens=causal)))
+    return ops
+
+
+__all__ = [
+    "StepOp",
+    "Where",
+    "attention_kwargs",
+    "dense_layer_ops",
+    "expected_chunk_batches",
+    "lm_head_op",
+    "n_chunks",
+    "partial_bytes",
+    "prefill_dense_ops",
+    "query_bytes",
+    "split_ways",
+]
