@@ -4,6 +4,7 @@ identical inputs give identical bytes, and missing inputs give notes instead of 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import re
 from pathlib import Path
@@ -448,3 +449,146 @@ def test_compare_without_sweep_or_csvs(tmp_path: Path) -> None:
     paths = write_compare_report(tmp_path, runs, None)
     assert {p.name for p in paths} == {"compare.md", "compare.html"}
     assert "No load sweep" in (tmp_path / "compare.md").read_text()
+
+
+# ----------------------------------------------------------------------------- polish (issue 15)
+
+
+def _captured_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Figures the plot functions render, kept for inspection (PNG bytes as usual)."""
+    from sim.report import plots
+
+    figures: list = []
+    original = plots.figure_png
+
+    def keep(fig):  # type: ignore[no-untyped-def]
+        figures.append(fig)
+        return original(fig)
+
+    monkeypatch.setattr(plots, "figure_png", keep)
+    return figures
+
+
+def test_sharing_table_never_shows_p50_above_max_and_says_corpus() -> None:
+    from sim.report.run_report import sharing_tables
+
+    sharing = {
+        "source": "synthetic",
+        "definition": "1 synthetic corpora of 1048576 tokens, requests spread by ...",
+        "corpora": 1,
+        "corpus_tokens_p50": 1048576.0,  # a float percentile of an int: 3 sig. digits gave
+        "corpus_tokens_p90": 1048576.0,  # 1,050,000 beside a max of 1,048,576
+        "corpus_tokens_max": 1048576,
+        "requests_per_corpus_p50": 1999.5,
+        "requests_per_corpus_max": 2000,
+        "shared_fraction": 0.998,
+        "requests_per_corpus_top": [2000],
+        "mean_shared_tokens": 1048576.0,
+    }
+    scalars, dists = sharing_tables(sharing)
+    md = markdown_table(scalars) + "\n" + markdown_table(dists)
+    assert "1 synthetic corpus of" in md and "corpora of" not in md
+    assert "| corpus size (tokens) | 1,048,576 | 1,048,576 | 1,048,576 |" in md
+    assert "| requests per corpus | 2,000 | — | 2,000 |" in md
+    assert "| shared fraction of prompt tokens | 99.8% |" in md
+    assert "| mean shared tokens per request | 1,048,576 |" in md
+    assert "| requests of the most-read corpora | 2,000 |" in md
+    for row in dists:
+        vals = [row[q] for q in ("p50", "p90", "max") if row[q] is not None]
+        assert vals == sorted(vals)
+
+
+def test_timeseries_figure_is_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sim.report import plots
+    from sim.report.data import read_timeseries
+
+    figures = _captured_figures(monkeypatch)
+    plots.plot_timeseries(read_timeseries(_timeseries_csv(tmp_path / "ts.csv")), 12000.0)
+    (fig,) = figures
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == [
+        "Token throughput over time",
+        "Requests in the system: running + waiting for admission (stacked)",
+        "Queues at shared nodes and links (sum per kind)",
+    ]
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in axes]
+    flat = " ".join(" ".join(lg) for lg in legends)
+    assert "throughput_tokens_per_s" not in flat and "queue." not in flat
+    assert legends[0][0].startswith("throughput (tokens/s)")
+    assert legends[0][1] == "run mean = 12,000 tokens/s"
+    assert legends[1] == ["running (decoding or prefilling)"]
+    # one line per resource kind, not one per queue: shared nodes and links
+    assert legends[2] == ["shared nodes: queries and prefill jobs waiting (1 nodes)",
+                          "links: messages waiting (1 links)"]
+
+
+def test_moving_average_and_series_labels() -> None:
+    from sim.report.plots import moving_average, series_label
+
+    v = np.array([0.0, 3.0, np.nan, 3.0, 0.0])
+    assert np.allclose(moving_average(v, 3), [1.5, 1.5, 3.0, 1.5, 1.5])
+    assert np.array_equal(moving_average(v, 1), v, equal_nan=True)
+    assert series_label("throughput_tokens_per_s") == "throughput (tokens/s)"
+    assert series_label("queue.waiting") == "waiting for admission"
+    assert series_label("queue.link:sw->shared0") == "link:sw->shared0"
+    assert series_label("kv_gib") == "kv gib"
+
+
+def test_log_axis_tick_labels_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log axis over ~1.5 decades: matplotlib used to label its minor ticks too
+    ('2x10^1 3x10^1 ...') on top of the major labels."""
+    from sim.report import plots
+    from sim.report.data import Latencies
+
+    rng = np.random.default_rng(0)
+
+    def lat(scale: float) -> Latencies:
+        return Latencies(np.sort(rng.uniform(40 * scale, 60 * scale, 300)),
+                         np.sort(rng.uniform(12 * scale, 18 * scale, 300)),
+                         np.sort(rng.uniform(3000 * scale, 4000 * scale, 300)))
+
+    figures = _captured_figures(monkeypatch)
+    plots.plot_latency_cdfs_overlay([("a", lat(1)), ("b", lat(2)), ("c", lat(25))])
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    checked = 0
+    for ax in fig.get_axes():
+        if ax.get_xscale() != "log":
+            continue
+        checked += 1
+        assert all(not t.get_text() for t in ax.xaxis.get_minorticklabels())
+        lo, hi = ax.get_xlim()
+        labels = [t for t, v in zip(ax.xaxis.get_majorticklabels(), ax.xaxis.get_majorticklocs())
+                  if t.get_text() and lo <= v <= hi]
+        assert len(labels) >= 2
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        for left, right in itertools.pairwise(boxes):
+            assert left.x1 <= right.x0, [t.get_text() for t in labels]
+    assert checked == 3
+
+
+def test_compare_report_gives_failure_reasons_and_links(tmp_path: Path) -> None:
+    ok = tmp_path / "runs" / "ok"
+    ok.mkdir(parents=True)
+    (ok / "report.html").write_text("<html></html>")
+    csv_path = _requests_csv(ok / "requests.csv")
+    bad = tmp_path / "runs" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"
+                                   "ValueError: cluster.shared: 70 GiB per node does not fit\n")
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    outside.mkdir()
+    (outside / "report.html").write_text("<html></html>")
+    runs = [
+        {"label": "ok", "summary": _summary("ok"), "requests_csv": csv_path},
+        {"label": "bad", "summary": {"system": "moska"}},
+        {"label": "far", "summary": _summary("far"), "out_dir": outside},
+    ]
+    write_compare_report(tmp_path, runs, None)
+    md = (tmp_path / "compare.md").read_text()
+    assert "- [ok](runs/ok/report.html)" in md
+    assert "- [bad (failed: error.txt)](runs/bad/error.txt)" in md
+    assert "elsewhere" not in md  # a report never links out of its folder
+    row = next(line for line in md.splitlines() if line.startswith("| bad |"))
+    assert "| failed | ValueError: cluster.shared: 70 GiB per node does not fit |" in row
+    assert "- Failed: bad: ValueError: cluster.shared: 70 GiB per node does not fit." in md
