@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "workloads" / "default.yaml"
-AZURE = Path("/work/shared/data/azure-llm-2023/AzureLLMInferenceTrace_conv.csv")
+AZURE = ROOT / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
 
 
 def _run_config(overrides: dict[str, Any]) -> dict[str, Any]:

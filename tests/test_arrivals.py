@@ -24,7 +24,7 @@ from workloads.distributions import TokenDistribution
 from workloads.errors import WorkloadError
 from workloads.sharing import SharedCorpusSpec
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 AZURE = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
 MOONCAKE = DATA / "mooncake-fast25" / "conversation_trace.jsonl"
 needs_azure = pytest.mark.skipif(not AZURE.exists(), reason=f"real trace not found at {AZURE}")

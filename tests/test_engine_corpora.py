@@ -11,7 +11,7 @@ from sim.engine.experiment import make_experiment
 from sim.run import run_simulation, simulate
 from workloads.request import RequestSpec
 
-MOONCAKE = Path(__file__).resolve().parents[2] / "shared/data/mooncake-fast25/conversation_trace.jsonl"
+MOONCAKE = Path(__file__).resolve().parents[1] / "data/mooncake-fast25/conversation_trace.jsonl"
 CHUNK = 2048
 
 

@@ -7,7 +7,7 @@ one output token is a single FIFO server whose service time is one prefill.
   Exp(1) draw): W = S / (1 - rho), within 3 %;
 - Little's law: L = lambda W on every run.
 Statistics pool 5 seeds of 100k requests (spread measured in
-shared/research/simulator-style-and-trust.md section 2.9) and also require the formula to
+repeated runs) and also require the formula to
 lie in the 99 % t-interval of the 5 seed means.
 """
 
