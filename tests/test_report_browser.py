@@ -139,7 +139,7 @@ def probe(browser: str, page: Path, width: int, tmp: Path) -> dict:
                          f"--window-size={width},1000", "--dump-dom", probed.as_uri())
     finally:
         probed.unlink()
-    found = re.search(r'<pre id="moska-probe">(.*?)</pre>', done.stdout, re.S)
+    found = re.search(r'<pre id="moska-probe">(.*?)</pre>', done.stdout, re.DOTALL)
     assert found, (f"{page.name}: the probe wrote nothing (rc {done.returncode}); "
                    f"stderr: {done.stderr[-2000:]}")
     result = json.loads(html.unescape(found.group(1)))
