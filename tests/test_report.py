@@ -592,3 +592,44 @@ def test_compare_report_gives_failure_reasons_and_links(tmp_path: Path) -> None:
     row = next(line for line in md.splitlines() if line.startswith("| bad |"))
     assert "| failed | ValueError: cluster.shared: 70 GiB per node does not fit |" in row
     assert "- Failed: bad: ValueError: cluster.shared: 70 GiB per node does not fit." in md
+
+
+def test_load_sweep_table_names_its_axis_and_counts_points_past_saturation() -> None:
+    from sim.report.compare_report import saturation_rows
+
+    sweep = {
+        "closed (x = concurrency)": {"axis": "concurrency",
+                                     "offered_rate_per_s": [1, 2, 4, 8, 16, 32],
+                                     "throughput_tokens_per_s": [20, 40, 78, 90, 92, None],
+                                     "main_run_x": 32},
+        "open": {"axis": "rate", "offered_rate_per_s": [1.0, 2.0, 4.5],
+                 "throughput_tokens_per_s": [200, 400, 900]},
+    }
+    closed, open_ = saturation_rows(sweep)
+    assert closed == {"config": "closed (x = concurrency)",
+                      "load axis": "concurrency (closed loop)", "points": 6,
+                      "peak throughput (tok/s)": 92.0, "at load": 16, "saturates at": 8,
+                      "past saturation": "3 of 6 points; 1 without result", "main run at": 32}
+    assert open_["load axis"] == "requests/s" and open_["saturates at"] == "not in range"
+    assert open_["past saturation"] == "none" and open_["at load"] == 4.5
+    text = format_table_text([closed, open_])
+    assert "saturates at (req/s)" not in text  # the unit is the row's load axis
+
+
+def test_load_sweep_figure_keeps_points_past_saturation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sim.report import plots
+
+    figures = _captured_figures(monkeypatch)
+    plots.plot_load_sweep({"c": {"axis": "concurrency",
+                                 "offered_rate_per_s": [1, 2, 4, 8, 16, 32],
+                                 "throughput_tokens_per_s": [20, 40, 78, 80, 82, None],
+                                 "p99_tpot_ms": [5, 6, 9, 20, 45, None], "main_run_x": 32}})
+    (fig,) = figures
+    ax_t = fig.get_axes()[0]
+    hollow = [(x, y) for ln in ax_t.get_lines() if ln.get_markerfacecolor() == "white"
+              for x, y in zip(ln.get_xdata(), ln.get_ydata()) if np.isfinite(y)]
+    assert hollow == [(16.0, 82.0)]  # past the knee at 8: drawn hollow, not hidden
+    crosses = [ln for ln in ax_t.get_lines() if ln.get_marker() == "x"]
+    assert [list(ln.get_xdata()) for ln in crosses] == [[32.0]]  # no result: marked, not a gap
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"past saturation", "no result", "main run's load"} <= set(legend)

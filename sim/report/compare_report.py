@@ -63,24 +63,45 @@ def compare_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+LOAD_AXES = {"concurrency": "concurrency (closed loop)", "rate": "requests/s"}
+
+
+def _load(value: Any) -> float | int | None:
+    """A sweep load as a number; whole numbers (concurrencies) stay whole: 8, not 8.00."""
+    v = as_float(value)
+    return int(v) if v is not None and v.is_integer() else v
+
+
 def saturation_rows(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[dict]:
-    """Per config: peak throughput over the sweep and the offered load where it saturates."""
+    """Per config: what the load axis is (requests/s, or concurrency for a closed loop:
+    the 'saturates at' number is in that unit), peak throughput and the load it was
+    reached at, the first load past saturation (:func:`sim.report.plots.saturation_index`),
+    how many sweep points lie past it, and the main run's load when the sweep records it
+    (``main_run_x``)."""
     rows = []
     for label, sweep in load_sweep.items():
         offered = list(sweep.get("offered_rate_per_s") or [])
         thr = list(sweep.get("throughput_tokens_per_s") or [])
-        vals = [v for v in (as_float(t) for t in thr) if v is not None]
+        n = min(len(offered), len(thr))
+        pairs = [(as_float(offered[i]), as_float(thr[i])) for i in range(n)]
+        valid = [(x, t) for x, t in pairs if x is not None and t is not None]
         sat = plots.saturation_index(offered, thr)
-        rows.append(
-            {
-                "config": label,
-                "points": min(len(offered), len(thr)),
-                "peak throughput (tok/s)": max(vals) if vals else None,
-                "saturates at (req/s)": as_float(offered[sat])
-                if sat is not None
-                else "not in range",
-            }
-        )
+        peak = max(valid, key=lambda xt: (xt[1], -xt[0])) if valid else None
+        row: dict[str, Any] = {
+            "config": label,
+            "load axis": LOAD_AXES.get(str(sweep.get("axis", "rate")), str(sweep.get("axis"))),
+            "points": n,
+            "peak throughput (tok/s)": peak[1] if peak else None,
+            "at load": _load(peak[0]) if peak else None,
+            "saturates at": _load(offered[sat]) if sat is not None else "not in range",
+            "past saturation": f"{n - sat} of {n} points" if sat is not None else "none",
+        }
+        missing = n - len(valid)
+        if missing:
+            row["past saturation"] += f"; {missing} without result"
+        if "main_run_x" in sweep:
+            row["main run at"] = _load(sweep.get("main_run_x"))
+        rows.append(row)
     return rows
 
 
