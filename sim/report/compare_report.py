@@ -229,9 +229,9 @@ def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | Non
         )
         doc.add(Paragraph(
             "load: past saturation (arrivals outpace completions, admission wait dominates, "
-            "or a closed loop past its knee: latencies there describe a queue, not the "
-            "hardware), at capacity (the busiest resource is at least 90% busy) or below "
-            "saturation; each run's report says why."))
+            "or a closed loop past its knee: latencies there are mostly waiting in queues), "
+            "at capacity (the busiest resource at least 90% busy, or half of request time "
+            "waiting, with a stable queue) or below saturation; each run's report says why."))
     else:
         doc.add(Note("No runs to compare."))
     links = report_links(out_dir, runs)

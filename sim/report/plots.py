@@ -214,14 +214,14 @@ def format_count(v: float) -> str:
 
 
 def log_ticks(axis: Any, samples: Sequence[np.ndarray]) -> None:
-    """Readable ticks on a log axis: labels at 1-2-5 steps over up to ~2.5 decades (else at
-    powers of ten only), unlabelled minor ticks. Without this, matplotlib labels the minor
+    """Readable ticks on a log axis: labels at 1-2-5 steps over up to 1.3 decades, 1-3 steps
+    up to 2.6 decades, else powers of ten only; unlabelled minor ticks. Without this, matplotlib labels the minor
     ticks of a narrow log range ('2x10^1 3x10^1 ...') and they overlap the major labels."""
     arrs = [a[np.isfinite(a) & (a > 0)] for a in samples if a.size]
     arrs = [a for a in arrs if a.size]
     decades = (math.log10(max(float(a.max()) for a in arrs) / min(float(a.min()) for a in arrs))
                if arrs else 0.0)
-    subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+    subs = (1.0, 2.0, 5.0) if decades <= 1.3 else (1.0, 3.0) if decades <= 2.6 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(_ms_formatter())
     axis.set_minor_locator(LogLocator(base=10, subs=tuple(float(k) for k in range(2, 10))))

@@ -545,7 +545,11 @@ def compare_verdict(runs: Sequence[Mapping[str, Any]],
     if why:
         lines.append("Why: " + why)
     past = [lab for lab, st in states.items() if st == PAST]
-    if past:
+    if past and len(past) == len(states) and len(states) > 1:
+        lines.append("Every config is past saturation: the throughput comparison holds (each "
+                     "runs at its ceiling), but latencies compare queues, not hardware; compare "
+                     "latency nearer the knee (the load sweep, and each run's Load line).")
+    elif past:
         lines.append(f"Past saturation (their latencies are mostly waiting in queues, not the "
                      f"hardware's speed; see each run's Load line): {', '.join(past)}.")
     if failed:
