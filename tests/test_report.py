@@ -633,3 +633,23 @@ def test_load_sweep_figure_keeps_points_past_saturation(monkeypatch: pytest.Monk
     assert [list(ln.get_xdata()) for ln in crosses] == [[32.0]]  # no result: marked, not a gap
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {"past saturation", "no result", "main run's load"} <= set(legend)
+
+
+def test_terminal_table_wraps_column_names_to_fit() -> None:
+    rows = [{"config": "moska-paper-nodes", "peak throughput (tok/s)": 93.0,
+             "TTFT p99 (ms)": 71000.0, "util shared": 0.946, "past saturation": "3 of 4 points"},
+            {"config": "shared_gemm", "peak throughput (tok/s)": 36.5,
+             "TTFT p99 (ms)": 277000.0, "util shared": None, "past saturation": "none"}]
+    plain = format_table_text(rows)
+    assert len(plain.splitlines()[0]) > 80
+    narrow = format_table_text(rows, max_width=80)
+    lines = narrow.splitlines()
+    assert max(len(line) for line in lines) <= 80 < max(len(line) for line in plain.splitlines())
+    rule = next(i for i, line in enumerate(lines) if set(line.replace(" ", "")) == {"-"})
+    assert rule == 3  # 'peak / throughput / (tok/s)' on three header lines
+    header_words = " ".join(lines[:rule]).split()
+    for name in rows[0]:
+        assert all(word in header_words for word in name.split())
+    # the data lines are the same cells, only columns narrower
+    assert lines[rule + 1].split() == plain.splitlines()[2].split()
+    assert format_table_text(rows, max_width=500) == plain  # fits: unchanged
