@@ -35,6 +35,7 @@ from traces.schema import n_chunks_for, top_k_for
 from traces.serving.shared_side import LocalSharedSide, SharedMeta, SharedSide
 
 SYSTEMS = ("moska", "shared_gemm")
+GLUES = ("fused", "torch")
 CONTEXTS = ("prefill", "projected")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -42,6 +43,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 @dataclass(frozen=True)
 class EngineConfig:
     """What the engine holds and how it attends (sizes in tokens).
+
+    ``glue``: ``fused`` runs the step's non-attention parts as a production server does (fused QKV
+    and gate/up projections, one-launch RMSNorm with the residual add, RoPE + KV append, SiLU*up,
+    router top-k and dispatch; traces.serving.fused); ``torch`` runs the reference model's own
+    modules and router (dozens of small launches per layer; the exactness reference).
 
     ``context``: how KV is made. ``prefill`` runs the shared corpus and each request's prompt through
     the model densely (exact; the reference the tests check against; affordable on small shapes only).
@@ -67,6 +73,7 @@ class EngineConfig:
     max_batch: int = 8
     context: str = "prefill"
     cuda_graphs: bool = True
+    glue: str = "fused"
     seed: int = 0
 
     def check(self) -> None:
@@ -79,6 +86,10 @@ class EngineConfig:
             raise ValueError(f"dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+        if self.glue not in GLUES:
+            raise ValueError(f"glue: expected one of {GLUES}, got {self.glue!r}")
+        if self.glue == "fused" and self.backend != "triton":
+            raise ValueError("glue 'fused' runs Triton kernels: it needs backend 'triton'")
         if self.context not in CONTEXTS:
             raise ValueError(f"context: expected one of {CONTEXTS}, got {self.context!r}")
         if self.group_reduce not in GROUP_REDUCES:
@@ -175,6 +186,9 @@ class DecodeEngine:
     _static_sel: dict[int, torch.Tensor] = field(default_factory=dict)
     layer_timings: list[Any] = field(default_factory=list)
     graph_error: str | None = None  # set when a capture failed; steps then run eagerly
+    fused_weights: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: Wqkv, Wgu
+    rope_cos: torch.Tensor | None = None  # fp32 [positions, d/2] (fused glue)
+    rope_sin: torch.Tensor | None = None
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -206,6 +220,16 @@ class DecodeEngine:
         eng = cls(cfg=cfg, model=model, shared=shared if hold_shared else None, meta=meta,
                   side=side, k_pool=k_pool, v_pool=v_pool, bank_k=bank_k, bank_v=bank_v)
         eng._inputs = torch.zeros((3, cfg.max_batch), dtype=torch.int64, device=dev)
+        if cfg.glue == "fused":
+            from traces.serving import fused
+
+            eng.fused_weights = [
+                (torch.cat([ly.self_attn.q_proj.weight, ly.self_attn.k_proj.weight,
+                            ly.self_attn.v_proj.weight]).contiguous(),
+                 torch.cat([ly.mlp.gate_proj.weight, ly.mlp.up_proj.weight]).contiguous())
+                for ly in model.model.layers]
+            eng.rope_cos, eng.rope_sin = fused.rope_tables(
+                model.inv_freq(torch.device("cpu")), cfg.shared_tokens + cfg.capacity_tokens, dev)
         return eng
 
     @property
@@ -330,6 +354,8 @@ class DecodeEngine:
         projections, RoPE, KV append), 'router', 'shared_attention', 'unique_attention', 'merge',
         'o_proj_mlp'; and 'lm_head' as one more layer-sized record."""
         timer = timer or NullTimer()
+        if self.cfg.glue == "fused":
+            return self._forward_fused(tokens, slots, lens, timer)
         model = self.model
         pos = self.cfg.shared_tokens + lens
         new_lens = lens + 1
@@ -363,6 +389,54 @@ class DecodeEngine:
         timer.begin_layer()
         with timer.region("lm_head"):
             logits = model.logits(x)
+            nxt = logits.argmax(dim=-1)
+        if not isinstance(timer, NullTimer):
+            self.layer_timings.append(timer.end_layer())
+        return logits, nxt
+
+    def _forward_fused(self, tokens: torch.Tensor, slots: torch.Tensor, lens: torch.Tensor,
+                       timer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step with fused glue (same maths as _forward; regions named alike, the
+        residual add and norm of the next layer counted in 'o_proj_mlp')."""
+        from traces.capture import kernels
+        from traces.serving import fused
+
+        model, mcfg = self.model, self.model.config
+        eps = mcfg.rms_norm_eps
+        assert self.fused_weights is not None and self.rope_cos is not None
+        new_lens = lens + 1
+        x = model.model.embed_tokens(tokens)
+        static = None if self.cfg.system == "moska" else self._static_selection(tokens.shape[0])
+        resid = x
+        pending: torch.Tensor | None = None  # the previous layer's MLP output, not yet added
+        for i, layer in enumerate(model.model.layers):
+            w_qkv, w_gu = self.fused_weights[i]
+            timer.begin_layer()
+            with timer.region("qkv"):
+                h, resid = fused.add_rms_norm(pending if pending is not None else x,
+                                              layer.input_layernorm.weight, eps,
+                                              residual=resid if pending is not None else None)
+                q = fused.rope_append(h @ w_qkv.T, self.rope_cos, self.rope_sin, lens, slots,
+                                      self.k_pool[i], self.v_pool[i], self.cfg.shared_tokens,
+                                      mcfg.q_heads, mcfg.kv_heads, mcfg.head_dim)
+            o_s, l_s = self.side.attend(i, q, static, timer)
+            with timer.region("unique_attention"):
+                o_u, l_u = kernels.unique_attention_triton(
+                    q, self.k_pool[i], self.v_pool[i], new_lens, slots=slots)
+            with timer.region("merge"):
+                out = kernels.merge_triton(o_s, l_s, o_u, l_u, q.dtype)
+            with timer.region("o_proj_mlp"):
+                o = layer.self_attn.o_proj(out.reshape(out.shape[0], -1))
+                h2, resid = fused.add_rms_norm(o, layer.post_attention_layernorm.weight, eps,
+                                               residual=resid)
+                pending = layer.mlp.down_proj(fused.silu_mul(h2 @ w_gu.T))
+            if not isinstance(timer, NullTimer):
+                self.layer_timings.append(timer.end_layer())
+        timer.begin_layer()
+        with timer.region("lm_head"):
+            assert pending is not None
+            hf, _ = fused.add_rms_norm(pending, model.model.norm.weight, eps, residual=resid)
+            logits = model.lm_head(hf).float()
             nxt = logits.argmax(dim=-1)
         if not isinstance(timer, NullTimer):
             self.layer_timings.append(timer.end_layer())
