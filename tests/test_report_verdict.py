@@ -281,7 +281,13 @@ def test_memory_without_shared_capacity_or_for_baselines():
     assert len(memory_rows(base)) == 1
     assert shared_kv_fit(base).startswith("The shared KV (16.0 GiB) is resident on every "
                                           "unique replica and fits")
-    assert "its own copy" in shared_kv_fit(_summary(system="vanilla"))
+    # no copy anywhere: read off the figures, not the system's name
+    copies = _summary(system="a_new_system", sharing={"shared_prompt_tokens": 10**9})
+    copies["memory"] = {**copies["memory"], "resident_shared_gib": 0.0,
+                        "shared_kv_per_shared_node_gib": 0.0}
+    assert "each request holds its own copy" in shared_kv_fit(copies)
+    copies["sharing"] = {"shared_prompt_tokens": 0}
+    assert shared_kv_fit(copies).startswith("No shared corpus")
     assert memory_rows({}) == [] and shared_kv_fit({}) is None
 
 
