@@ -316,7 +316,8 @@ def judge_saturation(summary: Mapping[str, Any], requests_csv: Path | None = Non
             reasons.append(
                 f"arrivals outpace completions: over the second half of the arrivals "
                 f"({_fmt(backlog.window_s, ' s')}) {_fmt(backlog.offered_per_s)} requests/s "
-                f"arrived and {_fmt(backlog.completed_per_s)}/s completed; requests in the "
+                f"arrived and {_fmt(backlog.completed_per_s)} requests/s completed; requests "
+                f"in the "
                 f"system grew from {backlog.in_system_start:,} to {backlog.in_system_end:,}, "
                 f"so latency grows with the run's length")
     adm = _pct(summary.get("admission_wait_ms"), "mean")
