@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,8 @@ def browser() -> str:
         reason = ("no Chromium found (looked for $MOSKA_SIM_CHROMIUM and "
                   f"{', '.join(BROWSER_NAMES)} on PATH); install the Debian package "
                   "chromium to run the browser checks")
-        print(f"SKIPPED: {reason}")
+        # a warning reaches pytest's summary even under -q, where skip reasons do not
+        warnings.warn(f"report browser checks skipped: {reason}", UserWarning, stacklevel=1)
         pytest.skip(reason)
     return path
 
