@@ -576,12 +576,17 @@ def test_compare_report_gives_failure_reasons_and_links(tmp_path: Path) -> None:
     bad.mkdir(parents=True)
     (bad / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"
                                    "ValueError: cluster.shared: 70 GiB per node does not fit\n")
+    cfg = tmp_path / "runs" / "cfg"
+    cfg.mkdir(parents=True)
+    (cfg / "error.txt").write_text("workload.arrivals.rate_per_s: expected a number > 0\n"
+                                   "  (from variant cfg)\n")
     outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
     outside.mkdir()
     (outside / "report.html").write_text("<html></html>")
     runs = [
         {"label": "ok", "summary": _summary("ok"), "requests_csv": csv_path},
         {"label": "bad", "summary": {"system": "moska"}},
+        {"label": "cfg", "summary": {"system": "moska"}},
         {"label": "far", "summary": _summary("far"), "out_dir": outside},
     ]
     write_compare_report(tmp_path, runs, None)
@@ -591,7 +596,8 @@ def test_compare_report_gives_failure_reasons_and_links(tmp_path: Path) -> None:
     assert "elsewhere" not in md  # a report never links out of its folder
     row = next(line for line in md.splitlines() if line.startswith("| bad |"))
     assert "| failed | ValueError: cluster.shared: 70 GiB per node does not fit |" in row
-    assert "- Failed: bad: ValueError: cluster.shared: 70 GiB per node does not fit." in md
+    assert "- Failed: bad: ValueError: cluster.shared: 70 GiB per node does not fit; cfg: " \
+           "workload.arrivals.rate_per_s: expected a number > 0." in md
 
 
 def test_load_sweep_table_names_its_axis_and_counts_points_past_saturation() -> None:

@@ -144,8 +144,9 @@ def run_folder(out_dir: Path, run: Mapping[str, Any]) -> Path | None:
 
 
 def failure_reason(out_dir: Path, run: Mapping[str, Any]) -> str | None:
-    """Why a run has no results: ``run['error']``, else the first non-empty line of the
-    ``error.txt`` in its folder; None for a run with results."""
+    """Why a run has no results: ``run['error']``, else the ``error.txt`` in its folder
+    (its first line: the message; a Python traceback's last line); None for a run with
+    results."""
     if run.get("error"):
         return str(run["error"]).strip().splitlines()[0]
     if run.get("requests_csv") or (run.get("summary") or {}).get("throughput_tokens_per_s"):
@@ -154,7 +155,9 @@ def failure_reason(out_dir: Path, run: Mapping[str, Any]) -> str | None:
     err = folder / "error.txt" if folder else None
     if err is not None and err.is_file():
         lines = [ln.strip() for ln in err.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return lines[-1] if lines else "failed (empty error.txt)"
+        if not lines:
+            return "failed (empty error.txt)"
+        return lines[-1] if lines[0].startswith("Traceback") else lines[0]
     return "no results"
 
 
