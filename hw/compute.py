@@ -278,11 +278,12 @@ def kernel_cost(op: ComputeOp, chip: ChipSpec, profile: KernelProfile | str | No
         mem = nbytes / (chip.hbm_bytes_per_s * p.mem_fraction) * 1e9 + writeback_ns(op.nbytes, chip, p)
         comp, work = 0.0, mem
     ns = p.fixed_ns + work
-    time_ns = math.ceil(ns)
+    cycles = math.ceil(ns * chip.clock_ghz)  # whole cycles of the quoted clock, then whole ns
+    time_ns = math.ceil(cycles / chip.clock_ghz)
     return Cost(
         op=op.kind,
         device=chip.name,
-        cycles=math.ceil(ns * chip.clock_ghz),
+        cycles=cycles,
         time_ns=time_ns,
         bytes=float(nbytes),
         flops=op.flops,

@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "error on held-out shapes, per op kind, before and after. Method: docs/calibration.md; "
                     "figures: docs/fidelity.md.",
     )
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+    p.add_argument("inputs", type=Path, nargs="*", metavar="INPUT",
                    help="probe files (*.probe.json), a Vidur profile folder, or moska traces (*.trace.npz; the last "
                         "one is held out)")
     p.add_argument("--chip", help="chip preset the measurements are of (default: from each input)")
@@ -218,7 +218,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-dir", type=Path, default=PROFILE_DIR, help="where --write puts profiles")
     p.add_argument("--preset-dir", type=Path, default=PRESET_DIR, help="where --write finds links.yaml")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--fidelity", action="store_true",
+                   help="fit nothing: print docs/fidelity.md's table, the shipped model's error on the shipped "
+                        "measurements (with --write: update docs/fidelity.md)")
+    p.add_argument("--doc", type=Path, default=DOC, help="with --fidelity --write: the file to update")
     return p
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "fidelity.md"
+
+
+def fidelity_main(args: argparse.Namespace) -> int:
+    """``--fidelity``: print (and with --write store) the generated table of docs/fidelity.md."""
+    from sim.calibration.fidelity import render, update_doc
+
+    if args.inputs:
+        raise CalibrationError("--fidelity: takes no INPUT; it reads the shipped probe files, Vidur profiles "
+                               "and H100 sample traces")
+    block = render()
+    print(block)
+    if args.write:
+        changed = update_doc(args.doc, block)
+        print(f"{'updated' if changed else 'unchanged'}: {args.doc}")
+    return 0
 
 
 def calibrate_main(argv: list[str]) -> int:
@@ -230,6 +252,10 @@ def calibrate_main(argv: list[str]) -> int:
         return int(exc.code or 0)
     command = "moska-sim calibrate " + " ".join(shlex.quote(a) for a in argv)
     try:
+        if args.fidelity:
+            return fidelity_main(args)
+        if not args.inputs:
+            raise CalibrationError("INPUT: give at least one probe file, Vidur folder or trace (or --fidelity)")
         inputs = read_inputs(list(args.inputs), args.chip)
         report = None
         if inputs.samples:
@@ -256,7 +282,7 @@ def calibrate_main(argv: list[str]) -> int:
                 written += write_profiles(report, command, args.profile_dir, args.default_from)
             if link_fits:
                 written.append(write_links(link_fits, command, args.preset_dir))
-    except (TraceError, ProbeError, DatasetError, HardwareError, CalibrationError, OSError) as exc:
+    except (TraceError, ProbeError, DatasetError, HardwareError, CalibrationError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
