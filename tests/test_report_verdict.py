@@ -90,6 +90,10 @@ def test_bottleneck_is_the_busiest_kind_and_says_what_it_does():
     # 58.2 of 97 s are prefill jobs (60%), the rest (38.8 s, 40%) attention kernels
     assert "of its 97.0 s busy, 58.2 s (60%) are prefill jobs" in b.activity
     assert "38.8 s (40%) batched shared-attention kernels" in b.activity
+    # mostly prefill: the verdict says why moska-sim analyze (decode only) predicts more
+    assert "moska-sim analyze models decode only" in b.activity
+    s = _summary(shared_nodes={"shared0": {"prefill_busy_s": 9.7}})
+    assert "analyze" not in find_bottleneck(s).activity
     assert b.others == {"unique": 0.13, "link": 0.01}
 
 

@@ -48,6 +48,7 @@ ADMISSION_DOMINANT_SHARE = 0.5  # admission wait above this share of e2e
 WAITING_SHARE = 0.5  # waiting above this share of request time: at or past the knee
 CAPPED_WAITING_SHARE = 0.2  # closed loop with a capped bottleneck: past the knee above this
 MIN_BACKLOG_ARRIVALS = 20  # fewer arrivals in the window: too few to tell
+PREFILL_DOMINANT_SHARE = 0.5  # shared nodes mostly prefilling: say why analyze differs
 
 PAST = "past saturation"
 AT_CAPACITY = "at capacity"
@@ -168,9 +169,15 @@ def _activity(kind: str, resource: str, summary: Mapping[str, Any]) -> str:
         prefill = as_float(_get(summary.get("shared_nodes"), f"{resource}.prefill_busy_s"))
         if busy and prefill is not None:
             attn = max(busy - prefill, 0.0)
-            return (f"of its {_fmt(busy, ' s')} busy, {_fmt(prefill, ' s')} "
+            text = (f"of its {_fmt(busy, ' s')} busy, {_fmt(prefill, ' s')} "
                     f"({prefill / busy:.0%}) are prefill jobs for newly admitted requests and "
                     f"{_fmt(attn, ' s')} ({attn / busy:.0%}) batched shared-attention kernels")
+            if prefill > PREFILL_DOMINANT_SHARE * busy:
+                # the surprising number explained where it appears
+                text += (" (prompts attend to the whole shared corpus in prefill; moska-sim "
+                         "analyze models decode only, so it predicts far more tokens/s: "
+                         "docs/paper.md)")
+            return text
         if tok.get("shared_attention"):
             return (f"shared attention takes {_fmt(tok['shared_attention'], ' ms')} of each "
                     "decode token")
