@@ -250,6 +250,7 @@ def _rank_main(rank: int, port: int, result_path: str) -> None:
     from traces.serving.shared_side import RemoteSharedSide, SharedMeta, serve_shared
 
     os.environ["TRITON_INTERPRET"] = "1"
+    torch.set_num_threads(1)  # two processes on a small CI machine: no thread oversubscription
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
     cfg = small_config("moska", backend="torch")
