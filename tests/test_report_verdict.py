@@ -195,9 +195,9 @@ def test_run_verdict_text():
                           "nodes, at capacity")
     assert v.lines[0] == ("Throughput 1,500 tokens/s (7.50 requests/s); TTFT p50 180 ms / p99 "
                           "800 ms; TPOT p50 27.5 ms / p99 56.5 ms.")
-    assert v.lines[1].startswith("Bottleneck: shared nodes (busiest shared0 97.0% busy, mean "
-                                 "over 2 96.0%; busiest of the others: links 1%, unique nodes "
-                                 "13%); of its 97.0 s busy")
+    assert v.lines[1].startswith("Bottleneck: shared nodes (busiest shared0 97.0% busy, the 2 "
+                                 "on average 96.0%; busiest of the others: links 1%, unique "
+                                 "nodes 13%); of its 97.0 s busy")
     assert v.lines[2] == ("A decode token takes 27.9 ms on average: queueing 14.0 ms (50%), "
                           "prefill_stall 6.30 ms (23%), shared_attention 5.50 ms (20%).")
     assert v.lines[3].startswith("Load: at capacity: ")

@@ -398,7 +398,7 @@ def run_verdict(summary: Mapping[str, Any], requests_csv: Path | None = None) ->
         others = ", ".join(f"{KIND_NAMES[k]} {v:.0%}" for k, v in sorted(bottleneck.others.items()))
         lines.append(
             f"Bottleneck: {bottleneck.label} (busiest {bottleneck.resource} "
-            f"{bottleneck.utilization:.1%} busy, mean over {bottleneck.count} "
+            f"{bottleneck.utilization:.1%} busy, the {bottleneck.count} on average "
             f"{bottleneck.mean_utilization:.1%}"
             + (f"; busiest of the others: {others}" if others else "")
             + f"); {bottleneck.activity}.")
