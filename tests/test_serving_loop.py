@@ -226,11 +226,17 @@ def test_measurement_file_round_trips_and_errors_name_the_field(tmp_path):
         read_measurement(tmp_path / "bad2.json")
 
 
-def test_clear_errors():
+def test_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match="system"):
         small_config("vanilla").check()
     with pytest.raises(ValueError, match="chunk_tokens"):
         small_config("moska", chunk_tokens=400).check()
+    with pytest.raises(ValueError, match="needs backend 'triton'"):
+        small_config("moska", backend="torch", glue="fused").check()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        small_config("moska").check()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     engine = DecodeEngine.build(small_config("moska", backend="torch", context="projected"))
     with pytest.raises(ValueError, match="sized for"):
         run_load(engine, LoadSpec(kind="closed_loop", requests=1, unique_min=1, unique_max=99,

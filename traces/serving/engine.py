@@ -98,6 +98,12 @@ class EngineConfig:
             raise ValueError(f"device: expected cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda: no CUDA device is available")
+        if self.device == "cpu" and self.backend == "triton":
+            from traces.capture.kernels import interpreting
+
+            if not interpreting():
+                raise ValueError("backend 'triton' on CPU needs TRITON_INTERPRET=1 (or use "
+                                 "backend 'torch' with glue 'torch')")
         for name in ("shared_tokens", "chunk_tokens", "unique_max", "output_max", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
