@@ -207,6 +207,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.plot(c, meas, "o-", color=col, label=f"{system} measured")
         ax.plot(c, sim, "s--", color=col, alpha=0.7, label=f"{system} simulated")
     ax.set_xscale("log", base=2)
+    ticks = sorted({r["concurrency"] for r in rows if r["concurrency"]})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("concurrency (closed loop, requests)")
     ax.set_ylabel("TPOT p50 (ms)")
     ax.set_title("One H200, co-located: measured vs simulated TPOT")
