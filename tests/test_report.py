@@ -439,7 +439,12 @@ def test_compare_rows() -> None:
     runs = [{"label": "a", "summary": _summary()}, {"label": "b", "summary": {}}]
     rows = compare_rows(runs)
     assert [r["config"] for r in rows] == ["a", "b"]
-    assert "cost ($/M tokens)" not in rows[0] and "memory (GiB)" not in rows[0]
+    assert "cost ($/M tokens)" not in rows[0] and "HBM free, unique (GiB)" not in rows[0]
+    with_memory = _summary()
+    with_memory["memory"] = {"replica_hbm_gib": 80.0, "weights_gib": 16.0,
+                             "resident_shared_gib": 0.5, "peak_kv_gib": 31.5}
+    (row,) = compare_rows([{"label": "h100", "summary": with_memory}])
+    assert row["HBM free, unique (GiB)"] == pytest.approx(32.0)
     assert rows[0]["util unique"] == pytest.approx((0.71 + 0.65 + 0.4) / 3)
     assert rows[1]["util links"] is None
 

@@ -15,7 +15,7 @@ from sim.report.document import Bullets, Document, Heading, Links, Note, Paragra
 from sim.report.memory import memory_rows, shared_kv_fit
 from sim.report.verdict import compare_verdict
 
-OPTIONAL_COLUMNS = ("memory (GiB)", "cost ($/M tokens)")
+OPTIONAL_COLUMNS = ("HBM free, unique (GiB)", "cost ($/M tokens)")
 
 
 def _pct(summary: Mapping[str, Any], metric: str, key: str) -> float | None:
@@ -23,19 +23,19 @@ def _pct(summary: Mapping[str, Any], metric: str, key: str) -> float | None:
     return as_float(stats.get(key)) if isinstance(stats, Mapping) else None
 
 
-def memory_gib(summary: Mapping[str, Any]) -> float | None:
-    """summary['memory_gib'] as one number; a per-resource mapping is summed."""
-    value = summary.get("memory_gib")
-    if isinstance(value, Mapping):
-        parts = [as_float(v) for v in flatten(value).values()]
-        parts = [p for p in parts if p is not None]
-        return sum(parts) if parts else None
-    return as_float(value)
+def unique_hbm_free_gib(summary: Mapping[str, Any]) -> float | None:
+    """HBM left on the busiest unique replica at its peak (capacity - weights - resident
+    shared KV - peak request KV), from ``summary['memory']``; None without it. The used
+    figure alone hid what matters: the same 31.7 GiB is a third of an H100 and an eighth
+    of the paper's unique node."""
+    rows = memory_rows(summary)
+    return rows[0]["headroom"] if rows else None
 
 
 def compare_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per config: throughput, TTFT/TPOT p50/p99, mean utilization by kind,
-    memory and cost. Optional columns that no run has are left out."""
+    """One row per config: throughput, TTFT/TPOT p50/p99, mean utilization by kind, HBM
+    left on a unique replica at its peak, and cost. Optional columns that no run has are
+    left out; the report's "HBM per node class" section has the full memory picture."""
     rows = []
     for run in runs:
         s = run.get("summary") or {}
@@ -52,7 +52,7 @@ def compare_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "util unique": util["unique"],
                 "util shared": util["shared"],
                 "util links": util["link"],
-                "memory (GiB)": memory_gib(s),
+                "HBM free, unique (GiB)": unique_hbm_free_gib(s),
                 "cost ($/M tokens)": as_float(run.get("cost_per_million_tokens")),
             }
         )
