@@ -131,7 +131,7 @@ class DaskBackend:
     def check_workers(self) -> None:
         """Every worker must run the code this process runs (same results for a key)."""
         mine = code_version()
-        theirs = self.client.run(code_version)
+        theirs = self.client.run(_worker_code_version)
         if not theirs:
             raise BackendError(f"--dask: the scheduler at {self.address} has no workers")
         other = {w: v for w, v in theirs.items() if v != mine}
@@ -177,6 +177,13 @@ class DaskBackend:
     def close(self) -> None:
         if self._own:
             self.client.close()
+
+
+def _worker_code_version() -> str:
+    """On a worker: the code version it runs (see :func:`check_workers`)."""
+    from sim.studies import cache
+
+    return cache.code_version()
 
 
 def make_backend(jobs: int = 1, dask: Any = None) -> Backend:
