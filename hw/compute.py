@@ -27,6 +27,7 @@ dimension, so time never falls as m, n, k, batch or tokens grow (tests/test_hw_m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,6 +59,7 @@ class TileClass:
     mma_flops: float  # rows padded to the kernel's tile
     exp_ops: float
     hbm_bytes: float  # after L2 reuse between row tiles of one KV stream
+    loaders: float = 1.0  # independent HBM streams per tile: 1 / (row tiles sharing one KV read)
 
 
 @dataclass(frozen=True)
@@ -125,49 +127,23 @@ def _pad(x: float, to: int) -> float:
 
 
 def _schedule(tiles: tuple[TileClass, ...], chip: ChipSpec, dtype: str, p: ProfileParams) -> PhaseTiming:
-    """Deal the tiles to the SMs in waves; each wave takes smax(slowest tile's compute, its bytes /
-    bandwidth), the bandwidth capped by what the wave's blocks can pull."""
+    """A launch of tiles on the SMs: compute is the tiles' work spread over the SMs, but never less
+    than one tile's (a tile runs on one SM); memory is all their bytes at the achieved bandwidth
+    (or what the launch's independent KV streams can pull, ``cta_bandwidth_GBps`` each);
+    the launch takes smax(compute, memory). Every term grows with every tile added or enlarged."""
     sms = chip.sm_count
     f = clock_factor(chip)
     mma_rate = peak_flops(chip, dtype) / sms * p.mma_fraction * f / 1e9  # FLOP/ns per SM
     exp_rate = chip.sfu_ops_per_cycle_per_sm * chip.clock_ghz * f  # exp/ns per SM
     hbm = chip.hbm_bytes_per_s * p.mem_fraction / 1e9  # B/ns
-    cta = p.cta_bandwidth_GBps if p.cta_bandwidth_GBps > 0 else math.inf  # B/ns per block
-
-    total = mem_total = comp_total = 0.0
-    waves = 0
-
-    def wave(members: list[tuple[int, TileClass]], repeat: int = 1) -> None:
-        nonlocal total, mem_total, comp_total, waves
-        compute = max(max(t.mma_flops / mma_rate, t.exp_ops / exp_rate) for _, t in members)
-        active = sum(n for n, _ in members)
-        nbytes = sum(n * t.hbm_bytes for n, t in members)
-        memory = nbytes / min(hbm, active * cta)
-        total += repeat * smax(compute, memory, p.overlap_p)
-        mem_total += repeat * memory
-        comp_total += repeat * compute
-        waves += repeat
-
-    partial: list[tuple[int, TileClass]] = []
-    for cls in tiles:
-        left = cls.count
-        if partial:
-            take = min(sms - sum(n for n, _ in partial), left)
-            partial.append((take, cls))
-            left -= take
-            if sum(n for n, _ in partial) == sms:
-                wave(partial)
-                partial = []
-        if left <= 0:
-            continue
-        full, rem = divmod(left, sms)
-        if full:
-            wave([(sms, cls)], full)
-        if rem:
-            partial = [(rem, cls)]
-    if partial:
-        wave(partial)
-    return PhaseTiming(total, mem_total, comp_total, waves)
+    per_tile = [max(t.mma_flops / mma_rate, t.exp_ops / exp_rate) for t in tiles]
+    compute = max(sum(t.count * c for t, c in zip(tiles, per_tile)) / sms, max(per_tile))
+    nbytes = sum(t.count * t.hbm_bytes for t in tiles)
+    loaders = sum(t.count * t.loaders for t in tiles)
+    bw = min(hbm, loaders * p.cta_bandwidth_GBps) if p.cta_bandwidth_GBps > 0 else hbm
+    memory = nbytes / bw
+    blocks = sum(t.count for t in tiles)
+    return PhaseTiming(smax(compute, memory, p.overlap_p), memory, compute, math.ceil(blocks / sms))
 
 
 def _gemm(op: Gemm, chip: ChipSpec, prof: KernelProfile, p: ProfileParams) -> tuple[float, float, float, int]:
@@ -207,6 +183,13 @@ def _attention(op: DecodeAttention | SharedAttention | GroupedSharedAttention, c
                                chip.sm_count)
     else:
         split = 1
+    floor_ns = 0.0
+    if prof.split == "programs" and split > 1 and max_tokens // split < 2 * prof.split_min_tokens:
+        # The tokens bound the split (it doubled when tokens reached split x min_tokens): splitting
+        # more makes this op faster than the largest op with one split fewer. Time must not fall as
+        # tokens grow, so it is at least that op's time (its own floor applied the same way).
+        fewer = split * prof.split_min_tokens - 1
+        floor_ns = kernel_cost(_with_tokens(op, fewer), chip, prof).time_ns - p.fixed_ns
     kvb = dtype_bytes(op.dtype)
     out_b = STAT_BYTES if split > 1 else ACT_BYTES
     tiles = []
@@ -217,8 +200,9 @@ def _attention(op: DecodeAttention | SharedAttention | GroupedSharedAttention, c
         tiles.append(TileClass(
             count=streams * row_tiles * split,
             mma_flops=4.0 * tile * per_split * d,
-            exp_ops=rows * per_split,
+            exp_ops=tile * per_split,  # a tile's softmax runs over all its rows, padding included
             hbm_bytes=per_split * d * 2 * kvb / reuse + rows * d * ACT_BYTES + rows * (d * out_b + STAT_BYTES),
+            loaders=1.0 / reuse,
         ))
         partial_rows += streams * row_tiles * split * rows
     dtype = op.dtype if op.dtype != "fp32" else "fp32"
@@ -226,6 +210,8 @@ def _attention(op: DecodeAttention | SharedAttention | GroupedSharedAttention, c
     nbytes = sum(c.count * c.hbm_bytes for c in tiles)
     wb = writeback_ns(nbytes, chip, p)
     ns, mem, comp, waves, launches = t.ns + wb, t.mem_ns + wb, t.compute_ns, t.waves, 1
+    if ns < floor_ns:
+        ns = floor_ns
     if prof.combine and split > 1:
         combine = partial_rows * (d + 1) * STAT_BYTES + requests * op.q_heads * (d * ACT_BYTES + STAT_BYTES)
         c_ns = combine / (chip.hbm_bytes_per_s * p.mem_fraction) * 1e9
@@ -234,6 +220,13 @@ def _attention(op: DecodeAttention | SharedAttention | GroupedSharedAttention, c
         launches += 1
         nbytes += combine
     return ns, mem, comp, waves, launches, nbytes
+
+
+def _with_tokens(op: DecodeAttention | SharedAttention | GroupedSharedAttention, tokens: int):
+    """``op`` with each KV stream ``tokens`` long (the chunk length of a grouped op)."""
+    if isinstance(op, GroupedSharedAttention):
+        return dataclasses.replace(op, chunk_tokens=tokens)
+    return dataclasses.replace(op, kv_tokens=tokens)
 
 
 def resolve_profile(op: ComputeOp, profile: KernelProfile | str | None) -> KernelProfile:

@@ -27,7 +27,9 @@ Kernel-wide (not per chip): ``tile_m`` (the row tiles the kernel can pick; rows 
 smallest that holds them, else the largest), ``split`` (how KV is split across blocks: ``none``,
 ``fa2`` FlashAttention-2's heuristic, or ``programs``: double the splits until the launch has
 ``split_programs_per_sm`` blocks per SM or a split would hold fewer than ``split_min_tokens``),
-``combine`` (a separate split-combine launch after a split KV).
+``combine`` (a separate split-combine launch after a split KV; no shipped profile uses it: the
+launch appears and vanishes as the split count changes, so time would not be monotone in the
+batch, and SDPA's decode fits as well without it).
 
 A chip with no entry of its own uses the ``default`` entry, which each file says the origin of.
 """

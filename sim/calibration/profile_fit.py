@@ -34,10 +34,8 @@ from sim.calibration.search import coordinate_scan, nelder_mead
 
 FIT_PARAMS: dict[str, tuple[str, ...]] = {
     "gemm": ("fixed_ns", "mem_fraction", "mma_fraction", "overlap_p", "l2_writeback"),
-    "decode_attention": ("fixed_ns", "mem_fraction", "mma_fraction", "cta_bandwidth_GBps", "overlap_p",
-                         "l2_writeback"),
-    "shared_attention": ("fixed_ns", "mem_fraction", "mma_fraction", "cta_bandwidth_GBps", "overlap_p",
-                         "l2_writeback", "kv_reuse"),
+    "decode_attention": ("fixed_ns", "mem_fraction", "mma_fraction", "overlap_p", "l2_writeback"),
+    "shared_attention": ("fixed_ns", "mem_fraction", "mma_fraction", "overlap_p", "l2_writeback", "kv_reuse"),
     "merge": ("fixed_ns", "mem_fraction", "serial_latency_ns", "overlap_p", "l2_writeback"),
     "copy": ("fixed_ns", "mem_fraction", "l2_writeback"),
 }
