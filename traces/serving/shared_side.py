@@ -17,7 +17,7 @@ shared rank -> unique rank: o, then lse. Both ranks derive S from the same host-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -25,9 +25,7 @@ from traces.capture.reference import shared_attention_torch
 from traces.capture.router import build_dispatch, route
 from traces.capture.shared_kv import SharedKV
 from traces.capture.timing import NullTimer
-
-if TYPE_CHECKING:
-    from traces.serving.engine import EngineConfig
+from traces.serving.config import EngineConfig
 
 
 @dataclass(frozen=True)
