@@ -47,7 +47,13 @@ Q_HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128  # Llama-3.1-8B attention
 LLAMA8B_LINEAR = {  # (n, k) of each projection: fused QKV, o_proj, fused gate+up, down_proj
     "qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336),
 }
-GRIDS = ("standard", "quick", "tiny")
+GRIDS = ("standard", "validation", "quick", "tiny")
+# The validation grid: shapes none of the standard grid's, for an independent check of profiles fitted
+# on it (other models' projections, other m, contexts, batches, chunk lengths and partial counts).
+VALIDATION_LINEAR = {  # (n, k): Llama-3.1-70B at TP 8 (qkv, o, gate_up, down) and Qwen-7B-like
+    "70b-qkv": (1280, 8192), "70b-o": (8192, 1024), "70b-gate_up": (7168, 8192), "70b-down": (8192, 3584),
+    "qwen-gate_up": (37888, 3584),
+}
 
 
 @dataclass(frozen=True)
@@ -203,6 +209,8 @@ def grid(name: str) -> list[Case]:
     """The cases of grid ``name`` (standard: the shipped probe; quick: a subset; tiny: CPU tests)."""
     if name not in GRIDS:
         raise ValueError(f"--grid: expected one of {', '.join(GRIDS)}, got {name!r}")
+    if name == "validation":
+        return validation_grid()
     Ki, Mi = 1024, 1024 * 1024
     tiny = name == "tiny"
     quick = name == "quick"
@@ -270,6 +278,39 @@ def grid(name: str) -> list[Case]:
     return cases
 
 
+def validation_grid() -> list[Case]:
+    """Shapes the standard grid never times (see VALIDATION_LINEAR), every family but the router."""
+    Ki, Mi = 1024, 1024 * 1024
+    cases: list[Case] = []
+    for nbytes in (2 * Mi, 32 * Mi, 512 * Mi, 2048 * Mi):
+        cases.append(Case("copy", "torch-copy", "bf16", {"bytes": nbytes}, _copy(nbytes)))
+    for dtype in ("bf16", "fp8"):
+        kernel = "cublas" if dtype == "bf16" else "cublas-fp8"
+        for n, k in VALIDATION_LINEAR.values():
+            for m in (3, 24, 96, 384, 1536, 6144):
+                cases.append(Case("gemm", kernel, dtype, {"m": m, "n": n, "k": k}, _gemm(m, n, k, dtype)))
+    heads = {"q_heads": Q_HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM}
+    for kernel in ("triton-moska", "sdpa"):
+        for b, n in ((2, 2 * Ki), (8, 32 * Ki), (32, 8 * Ki), (128, 2 * Ki), (128, 24 * Ki), (512, 2 * Ki)):
+            cases.append(Case("decode_attention", kernel, "bf16", {"batch": b, "kv_tokens": n, **heads},
+                              _decode(b, n, kernel)))
+    for kernel in ("triton-moska", "sdpa"):
+        for n, chunk in ((512 * Ki, 2048), (2 * Mi, 4096)):
+            for b in (3, 24, 96, 384):
+                all_chunks = n // chunk
+                cases.append(Case("shared_attention", kernel, "bf16",
+                                  {"batch": b, "kv_tokens": n, "chunk_tokens": chunk, "top_k": all_chunks, **heads},
+                                  _shared(b, n, chunk, all_chunks, kernel)))
+    for b in (24, 384):  # routed: a quarter of 256 chunks of 2048 tokens
+        cases.append(Case("shared_attention", "triton-moska", "bf16",
+                          {"batch": b, "kv_tokens": 512 * Ki, "chunk_tokens": 2048, "top_k": 64, **heads},
+                          _shared(b, 512 * Ki, 2048, 64, "triton-moska")))
+    for b, sp, su in ((4, 16, 2), (64, 16, 8), (256, 48, 4), (1024, 8, 1)):
+        cases.append(Case("merge", "triton-moska", "fp32",
+                          {"batch": b, "shared_parts": sp, "unique_parts": su, **heads}, _merge(b, sp, su)))
+    return cases
+
+
 def sustained_subset(cases: list[Case]) -> list[Case]:
     """The cases re-timed under sustained load: the compute-bound ones (where clocks matter) and a
     few memory-bound controls (where they should not)."""
@@ -284,6 +325,8 @@ def sustained_subset(cases: list[Case]) -> list[Case]:
         elif c.family == "copy" and s["bytes"] >= 256 * 1024 * 1024:
             out.append(c)
         elif c.family == "gemm" and s["m"] in (1, 16) and (s["n"], s["k"]) == LLAMA8B_LINEAR["gate_up"]:
+            out.append(c)
+        elif c.family == "gemm" and (s["n"], s["k"]) in VALIDATION_LINEAR.values() and s["m"] in (3, 1536, 6144):
             out.append(c)
     return out
 
@@ -474,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(traces/probe_format.py; docs/fidelity.md). Needs the reference extra and a CUDA GPU.",
     )
     p.add_argument("--out", required=True, type=Path, help="probe file to write (e.g. traces/probes/h200.probe.json)")
-    p.add_argument("--grid", choices=GRIDS, default="standard", help="which grid (default standard)")
+    p.add_argument("--grid", choices=GRIDS, default="standard",
+                   help="standard (the shipped probe, what profiles are fitted on), validation (other shapes, "
+                        "an independent check), quick, or tiny (CPU tests); default standard")
     p.add_argument("--families", default="", help="comma-separated subset of families (default all)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
