@@ -62,6 +62,7 @@ SPLIT_RULES = {
     "merge": "held out: batches 8 and 128 (trained on 1, 32, 512)",
     "copy": "held out: 4, 64 and 1024 MiB (trained on 1, 16, 256 MiB and 4 GiB)",
     "send_recv": "held out: every other message size (odd positions in size order)",
+    "validation": "a probe of the validation grid (other models' shapes) is held out whole",
 }
 
 
@@ -155,11 +156,13 @@ def probe_kind(r: ProbeRecord) -> str:
 
 
 def probe_samples(path: str | Path, chip: str | None = None) -> list[Sample]:
-    """Every probe record hw can price, as samples (router records are skipped)."""
+    """Every probe record hw can price, as samples (router records are skipped). A probe of the
+    ``validation`` grid (shapes the standard grid never times) is held out whole."""
     probe: ProbeFile = read_probe(path)
     chip = chip or probe.device.get("chip_hint") or ""
     if not chip:
         raise DatasetError(f"{path}: field 'device.chip_hint' is empty; pass --chip NAME")
+    independent = probe.method.get("grid") == "validation"  # a grid of other shapes: all of it held out
     out = []
     for r in probe.records:
         prof = PROBE_PROFILES.get((r.family, r.kernel))
@@ -167,7 +170,8 @@ def probe_samples(path: str | Path, chip: str | None = None) -> list[Sample]:
         if prof is None or op is None:
             continue
         label = " ".join(f"{k}={v}" for k, v in r.shape.items() if k not in ("q_heads", "kv_heads", "head_dim"))
-        out.append(Sample(str(path), chip, probe_kind(r), prof, op, r.clock, r.median_ns, probe_split(r), label))
+        split = TEST if independent else probe_split(r)
+        out.append(Sample(str(path), chip, probe_kind(r), prof, op, r.clock, r.median_ns, split, label))
     return out
 
 
