@@ -210,8 +210,7 @@ def _attention(op: DecodeAttention | SharedAttention | GroupedSharedAttention, c
     nbytes = sum(c.count * c.hbm_bytes for c in tiles)
     wb = writeback_ns(nbytes, chip, p)
     ns, mem, comp, waves, launches = t.ns + wb, t.mem_ns + wb, t.compute_ns, t.waves, 1
-    if ns < floor_ns:
-        ns = floor_ns
+    ns = max(ns, floor_ns)
     if prof.combine and split > 1:
         combine = partial_rows * (d + 1) * STAT_BYTES + requests * op.q_heads * (d * ACT_BYTES + STAT_BYTES)
         c_ns = combine / (chip.hbm_bytes_per_s * p.mem_fraction) * 1e9

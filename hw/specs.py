@@ -167,7 +167,7 @@ def _check_fields(kind: str, name: str, data: dict[str, Any], fields: dict, wher
             raise HardwareError(f"{where}: {kind} {name}: unknown field {key!r}{hint}")
         out[key] = value
     for key, f in fields.items():
-        if key not in out and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # noqa: E501
+        if key not in out and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise HardwareError(f"{where}: {kind} {name}: missing required field {key!r}")
     for key, value in out.items():
         if key == "clock":

@@ -24,7 +24,7 @@ from sim.calibration.datasets import (
     send_recv_samples,
     vidur_gemm_samples,
 )
-from sim.calibration.kernels import record_ops, Launch
+from sim.calibration.kernels import Launch, record_ops
 from sim.calibration.profile_fit import (
     UNCALIBRATED,
     HeldOutWorse,
@@ -47,7 +47,7 @@ PROBE = ROOT / "traces" / "probes" / "h200.probe.json"
 def test_probe_split_holds_out_whole_shape_families():
     samples = probe_samples(PROBE)
     assert {s.split for s in samples} == {TRAIN, TEST}
-    by = lambda fam, key: {s.split: set() for s in samples}  # noqa: E731
+    by = lambda fam, key: {s.split: set() for s in samples}
     for kind_prefix, key in [("gemm", lambda s: (s.op.n, s.op.k)),
                              ("decode_attention", lambda s: s.op.kv_tokens),
                              ("shared_attention", lambda s: s.op.requests if hasattr(s.op, "requests")

@@ -12,7 +12,15 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw import DecodeAttention, Gemm, GroupedSharedAttention, LseMerge, SharedAttention, Transfer, kernel_cost
+from hw import (
+    DecodeAttention,
+    Gemm,
+    GroupedSharedAttention,
+    LseMerge,
+    SharedAttention,
+    Transfer,
+    kernel_cost,
+)
 from hw.link import transfer_cost
 from hw.ops import Copy
 from hw.profiles import available_profiles, load_profile

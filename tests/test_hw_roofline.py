@@ -22,7 +22,7 @@ from hw.ops import Copy
 from hw.profiles import load_profile
 
 H100 = load_chip("h100-sxm")
-HEADS = dict(q_heads=32, kv_heads=8, head_dim=128)
+HEADS = {"q_heads": 32, "kv_heads": 8, "head_dim": 128}
 
 
 def test_gemm_roofline_by_hand():

@@ -26,8 +26,8 @@ SHIPPED = sorted((ROOT / "traces" / "probes").glob("*.probe.json"))
 
 
 def _record(**over) -> ProbeRecord:
-    base = dict(family="gemm", kernel="cublas", clock="burst", dtype="bf16", shape={"m": 1, "n": 64, "k": 64},
-                median_ns=10.0, p10_ns=9.0, p90_ns=12.0, n=20)
+    base = {"family": "gemm", "kernel": "cublas", "clock": "burst", "dtype": "bf16",
+            "shape": {"m": 1, "n": 64, "k": 64}, "median_ns": 10.0, "p10_ns": 9.0, "p90_ns": 12.0, "n": 20}
     base.update(over)
     return ProbeRecord(**base)
 
@@ -84,7 +84,7 @@ def test_validation_grid_shares_no_shape_with_the_standard_grid():
     pytest.importorskip("torch")
     from traces.capture.probe import grid
 
-    key = lambda c: (c.family, c.kernel, c.dtype, tuple(sorted(c.shape.items())))  # noqa: E731
+    key = lambda c: (c.family, c.kernel, c.dtype, tuple(sorted(c.shape.items())))
     standard = {key(c) for c in grid("standard")}
     assert not any(key(c) in standard for c in grid("validation"))
 
@@ -114,7 +114,7 @@ def test_probe_runs_on_cpu_and_writes_a_valid_file(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     res = subprocess.run([sys.executable, "-m", "traces.capture.probe", "--out", str(out), "--grid", "tiny",
                           "--device", "cpu", "--repeats", "2", "--warmup", "0", "--families", "copy,gemm,merge"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     probe = read_probe(out)
     assert {r.family for r in probe.records} == {"copy", "gemm", "merge"}

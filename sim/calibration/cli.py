@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -112,7 +113,7 @@ def read_inputs(paths: list[Path], chip: str | None = None) -> Inputs:
 
 
 def _pct(x: float) -> str:
-    return "-" if x != x else f"{100 * x:.1f}%"
+    return "-" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
 def _row(s: ErrorStats) -> str:
@@ -123,13 +124,13 @@ def render(inputs: Inputs, report: CalibrationReport | None, link_fits: list[Lin
     """The held-out tables (Markdown-compatible)."""
     lines = ["calibrate: " + "; ".join(inputs.described), ""]
     if report:
-        lines += ["| chip | op kind | train | held out | median before | p90 before | median after | p90 after "
-                  "| pred/meas after |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [("| chip | op kind | train | held out | median before | p90 before | median after | p90 after "
+                   "| pred/meas after |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for k in report.kinds:
             lines.append(f"| {k.chip} | {k.kind} | {k.train_n} | {k.after.n} | {_row(k.before)} | {_row(k.after)} "
                          f"| {k.after.median_ratio:.2f} |")
-        lines += ["", "| profile | chip | train | fixed_ns | mem_fraction | mma_fraction | cta_bandwidth_GBps "
-                  "| overlap_p | serial_latency_ns | l2_writeback | kv_reuse |", "|---|---|---:|" + "---:|" * 8]
+        lines += ["", ("| profile | chip | train | fixed_ns | mem_fraction | mma_fraction | cta_bandwidth_GBps "
+                       "| overlap_p | serial_latency_ns | l2_writeback | kv_reuse |"), "|---|---|---:|" + "---:|" * 8]
         for f in report.fits:
             p = f.params
             lines.append(f"| {f.profile} | {f.chip} | {f.train_n} | {p.fixed_ns:.0f} | {p.mem_fraction:.3f} "
@@ -139,8 +140,8 @@ def render(inputs: Inputs, report: CalibrationReport | None, link_fits: list[Lin
             lines += ["", "sustained / burst compute ratio: "
                       + ", ".join(f"{c} {r:.3f}" for c, r in report.ratios.items())]
     if link_fits:
-        lines += ["", "| link | held-out sizes | median before | p90 before | median after | p90 after | fixed_ns "
-                  "| bandwidth_GBps |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", ("| link | held-out sizes | median before | p90 before | median after | p90 after | fixed_ns "
+                       "| bandwidth_GBps |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for lf in link_fits:
             lines.append(f"| {lf.link} | {lf.after.n} | {_row(lf.before)} | {_row(lf.after)} | {lf.fixed_ns:.0f} "
                          f"| {lf.bandwidth_GBps:.1f} |")

@@ -23,7 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw.ops import ComputeOp, Copy, DecodeAttention, Gemm, GroupedSharedAttention, LseMerge, SharedAttention
+from hw.ops import (
+    ComputeOp,
+    Copy,
+    DecodeAttention,
+    Gemm,
+    GroupedSharedAttention,
+    LseMerge,
+    SharedAttention,
+)
 from traces.probe_format import ProbeFile, ProbeRecord, read_probe
 
 VIDUR_DIR = Path(__file__).resolve().parents[2] / "hw" / "measurements" / "vidur-h100"

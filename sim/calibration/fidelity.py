@@ -12,6 +12,7 @@ the model *as shipped* on measurements, held out from the fit where the fit saw 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,14 @@ import numpy as np
 
 from hw.profiles import load_profile
 from hw.specs import load_chip
-from sim.calibration.datasets import TEST, VIDUR_DIR, Sample, probe_samples, send_recv_samples, vidur_gemm_samples
+from sim.calibration.datasets import (
+    TEST,
+    VIDUR_DIR,
+    Sample,
+    probe_samples,
+    send_recv_samples,
+    vidur_gemm_samples,
+)
 from sim.calibration.errors import ErrorStats, stats
 from sim.calibration.kernels import trace_samples
 from sim.calibration.profile_fit import (
@@ -108,7 +116,7 @@ def all_rows() -> list[Row]:
 
 
 def _pct(x: float) -> str:
-    return "-" if x != x else f"{100 * x:.1f}%"
+    return "-" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
 def _goal(s: ErrorStats) -> str:
@@ -118,8 +126,8 @@ def _goal(s: ErrorStats) -> str:
 def render(rows: Sequence[Row] | None = None) -> str:
     """The generated Markdown block (between the BEGIN and END markers)."""
     rows = all_rows() if rows is None else rows
-    lines = [BEGIN, "", "| source | chip | op kind | over | n | median before | p90 before | median after "
-             "| p90 after | pred/meas after | <= 10% / 20% |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [BEGIN, "", ("| source | chip | op kind | over | n | median before | p90 before | median after "
+                         "| p90 after | pred/meas after | <= 10% / 20% |"), "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r.source} | {r.chip} | {r.kind} | {r.over} | {r.after.n} | {_pct(r.before.median)} "
                      f"| {_pct(r.before.p90)} | {_pct(r.after.median)} | {_pct(r.after.p90)} "

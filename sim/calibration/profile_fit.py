@@ -288,11 +288,11 @@ def fit_link(samples: Sequence[LinkSample], base: LinkSpec) -> LinkFit:
     def pred(z: np.ndarray, b: np.ndarray) -> np.ndarray:  # vectorised form of transfer_cost
         return np.ceil(math.exp(z[0]) + base.latency_ns + b / math.exp(z[1]))
 
-    f = lambda z: _loss(pred(z, b_tr), m_tr)  # noqa: E731
+    f = lambda z: _loss(pred(z, b_tr), m_tr)
     lo, hi = np.log([10.0, 1.0]), np.log([1e6, 1e4])
     z0 = np.log([max(base.fixed_ns, 1000.0), base.bandwidth_GBps])
-    z, best, _ = coordinate_scan(f, z0, lo, hi, points=17, sweeps=2)
-    z, best, _ = nelder_mead(f, z, lo, hi, max_evals=800)
+    z, _, _ = coordinate_scan(f, z0, lo, hi, points=17, sweeps=2)
+    z, _, _ = nelder_mead(f, z, lo, hi, max_evals=800)
     fitted = dataclasses.replace(base, fixed_ns=float(math.exp(z[0])), bandwidth_GBps=float(math.exp(z[1])))
     return LinkFit(base.name, fitted.fixed_ns, fitted.bandwidth_GBps,
                    stats(link_predict(datasheet_link(base), b_te), m_te), stats(link_predict(fitted, b_te), m_te),

@@ -103,7 +103,7 @@ def _gemm(m: int, n: int, k: int, dtype: str):
         w = _randn((n, k), f8, device)
         one = torch.ones((), device=device, dtype=torch.float32)
         b = w.t()  # column-major k x n, as cuBLASLt's fp8 path wants
-        fn = lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)  # noqa: E731
+        fn = lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
         fn()  # raise here (unsupported shape) rather than inside the timer
         return fn
     return build
@@ -142,7 +142,6 @@ def _shared_kv(tokens: int, chunk_tokens: int, device):
 
 def _shared(batch: int, tokens: int, chunk_tokens: int, top_k: int, kernel: str):
     def build(device):
-        torch = _torch()
         from traces.capture import kernels
         from traces.capture.router import build_dispatch, route
 
@@ -228,7 +227,7 @@ def grid(name: str) -> list[Case]:
             ms = [1, 16, 64, 256, 1024, 8192]
     for dtype in (("bf16",) if tiny else ("bf16", "fp8")):
         kernel = "cublas" if dtype == "bf16" else "cublas-fp8"
-        for _, (n, k) in gemm_shapes.items():
+        for n, k in gemm_shapes.values():
             for m in ms:
                 cases.append(Case("gemm", kernel, dtype, {"m": m, "n": n, "k": k}, _gemm(m, n, k, dtype)))
         if not tiny:
@@ -320,13 +319,7 @@ def sustained_subset(cases: list[Case]) -> list[Case]:
         if c.family == "gemm" and (s["m"] >= 2048 or s == {"m": 8192, "n": 8192, "k": 8192}):
             if s["m"] == 8192 or (s["n"], s["k"]) == LLAMA8B_LINEAR["gate_up"]:
                 out.append(c)
-        elif c.family == "shared_attention" and s["batch"] >= 32 and s["top_k"] * s["chunk_tokens"] >= s["kv_tokens"]:
-            out.append(c)
-        elif c.family == "copy" and s["bytes"] >= 256 * 1024 * 1024:
-            out.append(c)
-        elif c.family == "gemm" and s["m"] in (1, 16) and (s["n"], s["k"]) == LLAMA8B_LINEAR["gate_up"]:
-            out.append(c)
-        elif c.family == "gemm" and (s["n"], s["k"]) in VALIDATION_LINEAR.values() and s["m"] in (3, 1536, 6144):
+        elif c.family == "shared_attention" and s["batch"] >= 32 and s["top_k"] * s["chunk_tokens"] >= s["kv_tokens"] or c.family == "copy" and s["bytes"] >= 256 * 1024 * 1024 or c.family == "gemm" and s["m"] in (1, 16) and (s["n"], s["k"]) == LLAMA8B_LINEAR["gate_up"] or c.family == "gemm" and (s["n"], s["k"]) in VALIDATION_LINEAR.values() and s["m"] in (3, 1536, 6144):
             out.append(c)
     return out
 
@@ -348,7 +341,7 @@ class PowerSampler:
             pynvml.nvmlInit()
             self._nvml = pynvml
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        except Exception as exc:  # NVML missing (CPU, no driver): records carry None
+        except Exception as exc:  # noqa: BLE001 - NVML missing (CPU, no driver) in any form: records carry None
             self._nvml = None
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -359,7 +352,7 @@ class PowerSampler:
         return (float(n.nvmlDeviceGetClockInfo(self._handle, n.NVML_CLOCK_SM)),
                 n.nvmlDeviceGetPowerUsage(self._handle) / 1000.0)
 
-    def __enter__(self) -> PowerSampler:
+    def __enter__(self) -> PowerSampler:  # noqa: PYI034
         if self._nvml is not None:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -466,7 +459,7 @@ def run_cases(cases: list[Case], timer: Timer, sampler: PowerSampler, clock: str
             log(f"skip {case.family} {case.kernel} {case.dtype} {case.shape}: {str(exc).splitlines()[0][:160]}")
             continue
         finally:
-            fn = None  # noqa: F841
+            fn = None
             if timer.cuda:  # free the case's inputs (gc under the Triton interpreter breaks its rewrite cache)
                 gc.collect()
                 torch.cuda.empty_cache()
@@ -504,7 +497,7 @@ def device_info(device) -> dict[str, Any]:
         info["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM)
         info["max_mem_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM)
         info["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - NVML missing in any form: the probe still runs
         info["nvml"] = f"unavailable: {type(exc).__name__}"
     return info
 
@@ -553,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {f.strip() for f in args.families.split(",") if f.strip()}
         cases = [c for c in cases if c.family in wanted]
     torch.manual_seed(0)
-    log = lambda s: print(s, flush=True)  # noqa: E731
+    log = lambda s: print(s, flush=True)
     timer = Timer(device, args.flush_mib * 2**20 if device.type == "cuda" else 2**20, args.repeats, args.warmup)
     import triton
 
