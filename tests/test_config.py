@@ -9,6 +9,7 @@ import pydantic
 import pytest
 import yaml
 
+from hw.specs import load_link
 from sim.cli.validate import validate_main
 from sim.config import (
     ConfigError,
@@ -264,7 +265,7 @@ def test_gamma_without_cv(tmp_path):
     path = write(tmp_path, GOOD.replace("kind: poisson", "kind: gamma"))
     assert str(load_errors(path)) == (
         f"{path}: workload.arrivals.cv: missing required field (needed by kind 'gamma'); "
-        "expected a number > 0 (line 8)")
+        "expected a number >= 0.001 and <= 100 (line 8)")
 
 
 def test_fields_that_make_no_sense_for_the_kind_are_rejected():
@@ -383,7 +384,9 @@ def test_fabric_topologies_and_link_preset():
     data["cluster"]["fabric"] = {"topology": "fat_tree", "link": {"preset": "ib-ndr"}}
     fabric = config_from_dict(data).cluster.fabric
     assert fabric.hosts_per_leaf == 4
-    assert (fabric.link.bandwidth_GBps, fabric.link.latency_ns) == (50.0, 3000.0)
+    preset = load_link("ib-ndr")
+    assert (fabric.link.bandwidth_GBps, fabric.link.latency_ns) == (preset.bandwidth_GBps,
+                                                                    preset.latency_ns)
     data["cluster"]["fabric"] = {"topology": "ring", "hosts_per_leaf": 2,
                                  "link": {"preset": "ib-ndr", "latency_ns": 10}}
     assert "cluster.fabric.hosts_per_leaf: only used by topology 'fat_tree'" in errors_of(data)

@@ -1,8 +1,11 @@
 """A run's results folder, written atomically.
 
-Everything is written into ``<parent>/.tmp-<name>-XXXX/`` beside the target and moved into
-place with one ``os.replace`` at the end, so a folder under its final name is always
-complete; on any error the temporary folder is removed. Contents:
+Everything is written into ``<parent>/.tmp-<name>-p<pid>-XXXX/`` beside the target and
+moved into place with one ``os.replace`` at the end, so a folder under its final name is
+always complete; on any error (a signal included) the temporary folder is removed, and the
+staging folders of runs killed outright are removed by the next run writing beside them
+(``sim.atomic``). A full disk or a write refused fails the run (the report too: a results
+folder is never left without the report it should have). Contents:
 
 - ``config.yaml``: the resolved config, headed by the package version and seed;
 - ``summary.json``: deterministic metrics (same config + seed -> same bytes);
@@ -87,25 +90,31 @@ def write_results(result: RunResult, out_dir: Path | str | None = None) -> Path:
     """Write the results folder of ``result``; returns its final path."""
     name = str(result.summary.get("name", "run"))
     target = Path(out_dir) if out_dir is not None else default_out_dir(name)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ValueError(f"results folder {target} exists and is not empty")
+    if target.is_file():
+        raise ValueError(f"results folder {target}: exists and is a file; expected an absent "
+                         "or empty folder")
+    if target.is_dir() and any(target.iterdir()):
+        raise ValueError(f"results folder {target}: exists and is not empty; expected an "
+                         "absent or empty folder")
     with staged_folder(target) as tmp:
         seed = int(result.summary.get("seed", 0))
         if result.config is not None:
-            (tmp / "config.yaml").write_text(config_yaml(result.config, seed))
-        (tmp / "summary.json").write_text(summary_json(result.summary))
-        (tmp / "requests.csv").write_text(_csv_text(result.requests_header, result.requests_rows))
+            (tmp / "config.yaml").write_text(config_yaml(result.config, seed), encoding="utf-8")
+        (tmp / "summary.json").write_text(summary_json(result.summary), encoding="utf-8")
+        (tmp / "requests.csv").write_text(
+            _csv_text(result.requests_header, result.requests_rows), encoding="utf-8")
         (tmp / "timeseries.csv").write_text(
-            timeseries_csv(result.timeseries_header, result.timeseries_rows))
+            timeseries_csv(result.timeseries_header, result.timeseries_rows), encoding="utf-8")
         tl = getattr(result, "timeline", None)
         if tl is not None:
-            (tmp / "timeline.json").write_text(tl.to_json())
+            (tmp / "timeline.json").write_text(tl.to_json(), encoding="utf-8")
         info = dict(result.run_info)
         info["report"] = _write_report(tmp, result.summary)
         info["moska_sim_version"] = package_version()
         info["python"] = sys.version.split()[0]
         info["numpy"] = np.__version__
-        (tmp / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        (tmp / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n",
+                                           encoding="utf-8")
     return target
 
 
@@ -118,6 +127,8 @@ def _write_report(folder: Path, summary: dict) -> str:
         return f"skipped: {exc}"
     try:
         write_run_report(folder, summary, folder / "requests.csv", folder / "timeseries.csv")
+    except OSError:
+        raise  # a full disk or a refused write fails the run: nothing half-written is kept
     except Exception as exc:  # noqa: BLE001 - the data files are complete without it
         print(f"warning: report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return f"failed: {type(exc).__name__}: {exc}"
