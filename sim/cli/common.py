@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 import tempfile
@@ -14,12 +15,14 @@ from typing import Any, NoReturn
 
 from sim.atomic import live_staging, remove_stale_staging
 from sim.config import parse_assignment
+from sim.config.fields import MAX_DURATION_S
 from sim.engine.timeline import DEFAULT_MAX_EVENTS, Timeline, TimelineOptions, parse_window
 
 NAME_MAX = 255  #: longest file or folder name in bytes (Linux, macOS)
 PATH_MAX = 4095  #: longest path in bytes
 MIN_FREE_MB_DEFAULT = 64  #: free space a results folder needs at least, MiB
 MIN_FREE_ENV = "MOSKA_SIM_MIN_FREE_MB"  #: environment variable that overrides it
+MAX_TIMELINE_EVENTS = 10**9  #: largest --timeline-max-events
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -139,6 +142,13 @@ def options_from_args(args: argparse.Namespace) -> TimelineOptions | None:
     if not (getattr(args, "timeline", False) or window is not None or max_events is not None):
         return None
     start, end = parse_window(window) if window is not None else (0.0, None)
+    for value in (start, end):
+        if value is not None and not (math.isfinite(value) and abs(value) <= MAX_DURATION_S):
+            raise ValueError(f"--timeline-window: expected START:END in seconds within "
+                             f"[0, {MAX_DURATION_S:.0e}], got {str(window)[:60]!r}")
+    if max_events is not None and not 1 <= int(max_events) <= MAX_TIMELINE_EVENTS:
+        raise ValueError(f"--timeline-max-events: expected an integer in "
+                         f"[1, {MAX_TIMELINE_EVENTS:.0e}], got {max_events}")
     return TimelineOptions(start, end, DEFAULT_MAX_EVENTS if max_events is None
                            else int(max_events))
 
