@@ -302,3 +302,36 @@ def test_shared_attention_on_a_peer_rank_gives_the_colocated_tokens(tmp_path):
     with open(out + ".served") as f:
         assert int(f.read()) == remote["steps"] * layers
     assert remote["sent"] > 0 and remote["received"] > 0
+
+
+# -- bench/validate_e2e.py over the shipped measurements ---------------------------------------------
+def test_validate_e2e_compares_every_shipped_point_without_torch():
+    """Every shipped one-GPU measurement gets a row whose measured figures are the file's and whose
+    errors are (simulated - measured) / measured of the figures it prints; the script imports no
+    torch (it runs where the simulator runs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys, runpy; sys.argv = ['validate_e2e', '--json']; "
+            "runpy.run_path('bench/validate_e2e.py', run_name='__main__'); "
+            "assert 'torch' not in sys.modules, 'validate_e2e imported torch'")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    points = json.loads(out)["points"]
+    shipped = sorted((root / "traces/validation/h200-colocated").glob("*.serving.json"))
+    assert len(points) == len(shipped) == 10
+    for p in points:
+        doc = read_measurement(root / p["file"])
+        m, s, e = p["measured"], p["simulated"], p["error"]
+        assert m["throughput_tokens_per_s"] == doc["summary"]["throughput_tokens_per_s"]
+        assert m["tpot_p50_ms"] == doc["summary"]["tpot_ms"]["p50"]
+        assert e["tpot_p50"] == pytest.approx((s["tpot_p50_ms"] - m["tpot_p50_ms"]) / m["tpot_p50_ms"])
+        assert e["throughput"] == pytest.approx(
+            (s["throughput_tokens_per_s"] - m["throughput_tokens_per_s"])
+            / m["throughput_tokens_per_s"])
+        assert s["tpot_p50_ms"] > 0 and s["throughput_tokens_per_s"] > 0
+        if not p["decode_only"] and p["concurrency"]:
+            assert s["decode_rate_tokens_per_s"] == pytest.approx(
+                p["concurrency"] / s["tpot_p50_ms"] * 1e3)
