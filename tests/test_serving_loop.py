@@ -252,8 +252,8 @@ def test_clear_errors(monkeypatch):
 def _rank_main(rank: int, port: int, result_path: str) -> None:
     import torch.distributed as dist
 
-    from traces.serving.engine import make_shared_kv
-    from traces.serving.shared_side import RemoteSharedSide, SharedMeta, serve_shared
+    from traces.serving.cli import _serve_shared_rank
+    from traces.serving.shared_side import RemoteSharedSide
 
     os.environ["TRITON_INTERPRET"] = "1"
     torch.set_num_threads(1)  # two processes on a small CI machine: no thread oversubscription
@@ -262,22 +262,22 @@ def _rank_main(rank: int, port: int, result_path: str) -> None:
     cfg = small_config("moska", backend="torch")
     try:
         if rank == 1:
-            # the shared rank builds the same model and corpus from the seed, keeps only the corpus
-            engine = DecodeEngine.build(cfg)
-            served = serve_shared(engine.shared, cfg, peer=0, q_dtype=torch.float32)
+            # the shared rank makes the same model and corpus from the seed, keeps only the corpus
+            served = _serve_shared_rank(cfg)
             with open(result_path + ".served", "w") as f:
                 f.write(str(served))
         else:
-            probe = DecodeEngine.build(cfg)
-            meta = [SharedMeta.of(s) for s in make_shared_kv(probe.model, cfg)]
-            side = RemoteSharedSide(meta, cfg, peer=1, shared_device=torch.device("cpu"))
-            engine = DecodeEngine.build(cfg, side=side)
+            engine = DecodeEngine.build(
+                cfg, side_for=lambda meta: RemoteSharedSide(meta, cfg, peer=1,
+                                                            shared_device=torch.device("cpu")))
+            side = engine.side
             rec = run_load(engine, CLOSED, keep_tokens=True)
             side.stop(torch.device("cpu"))
             with open(result_path, "w") as f:
                 json.dump({"tokens": [r.tokens for r in rec.requests],
                            "steps": len(rec.step_batch), "sent": side.bytes_sent,
-                           "received": side.bytes_received}, f)
+                           "received": side.bytes_received,
+                           "layer_requests": side.layer_requests}, f)
     finally:
         dist.destroy_process_group()
 
@@ -301,6 +301,7 @@ def test_shared_attention_on_a_peer_rank_gives_the_colocated_tokens(tmp_path):
     # one layer request per layer of every step was served
     with open(out + ".served") as f:
         assert int(f.read()) == remote["steps"] * layers
+    assert remote["layer_requests"] == remote["steps"] * layers
     assert remote["sent"] > 0 and remote["received"] > 0
 
 
