@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -288,10 +289,20 @@ def existing_file() -> Any:
         if not isinstance(value, str) or not value:
             raise fail(f"expected {what}, got {describe(value)}")
         base = (info.context or {}).get("base_dir") or os.getcwd()
+        if "\0" in value or len(value) > 4095:
+            raise fail(f"expected {what}, got {describe(value)}")
         path = Path(os.path.abspath(Path(base) / Path(value).expanduser()))
-        if not path.is_file():
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = None
+        if mode is None:
             raise fail(f"file not found: {str(path)!r}"
                        + (f" (from {value!r})" if value != str(path) else ""))
+        if not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe"
+                    if stat.S_ISFIFO(mode) else "a device or socket")
+            raise fail(f"expected a regular file, got {kind}: {str(path)!r}")
         return str(path)
 
     return Annotated[str, BeforeValidator(check), Expect(what)]

@@ -36,7 +36,7 @@ def read_azure(path: str | Path) -> TraceRows:
     ctx: list[int] = []
     gen: list[int] = []
     with open_trace(path) as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(fh, strict=True)
         try:
             header = next(reader, None)
             names = [h.strip() for h in header or []]
@@ -60,7 +60,7 @@ def read_azure(path: str | Path) -> TraceRows:
         except csv.Error as exc:
             raise WorkloadError(f"{path}: line {reader.line_num}: expected CSV ({exc})") from None
         except UnicodeDecodeError as exc:
-            raise decode_error(path, reader.line_num + 1, exc) from None
+            raise decode_error(path, exc) from None
     return checked_rows(path, "azure", lines, times, ctx, gen)
 
 

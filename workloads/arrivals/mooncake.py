@@ -61,7 +61,7 @@ def read_mooncake(path: str | Path) -> TraceRows:
             try:
                 text = fh.readline(MAX_LINE_CHARS + 1)
             except UnicodeDecodeError as exc:
-                raise decode_error(path, line, exc) from None
+                raise decode_error(path, exc) from None
             if not text:
                 break
             if len(text) > MAX_LINE_CHARS:

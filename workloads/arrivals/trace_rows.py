@@ -82,10 +82,23 @@ def checked_rows(path: Path, format: str, lines: list[int], times: list[int],
                      hash_ids)
 
 
-def decode_error(path: Path, line: int, exc: UnicodeDecodeError) -> WorkloadError:
-    """The error of a trace line that is not UTF-8."""
-    return WorkloadError(f"{path}: line {line}: expected UTF-8 text, got byte "
-                         f"0x{exc.object[exc.start]:02x} that is not UTF-8")
+def decode_error(path: Path, exc: UnicodeDecodeError) -> WorkloadError:
+    """The error of a trace that is not UTF-8, at its first bad line (text is decoded in
+    blocks, so the line is found again here, in binary)."""
+    line, byte = 0, exc.object[exc.start] if exc.object else 0
+    try:
+        with open(path, "rb") as fh:
+            for line, raw in enumerate(fh, start=1):
+                try:
+                    raw.decode("utf-8-sig" if line == 1 else "utf-8")
+                except UnicodeDecodeError as bad:
+                    byte = raw[bad.start]
+                    break
+    except OSError:
+        pass
+    where = f"line {line}: " if line else ""
+    return WorkloadError(f"{path}: {where}expected UTF-8 text, got byte 0x{byte:02x} that is "
+                         "not UTF-8")
 
 
 __all__ = ["MAX_LINE_CHARS", "MAX_TRACE_SPAN_NS", "MAX_TRACE_TOKENS", "TraceRows",
