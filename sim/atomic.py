@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -126,9 +127,17 @@ def staged_folder(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{target.name[:_NAME_CHARS]}-"
-                                       f"p{os.getpid()}-", dir=target.parent))
+    prefix = f"{STAGING_PREFIX}{target.name[:_NAME_CHARS]}-p{os.getpid()}-"
+    tmp = target.parent / f"{prefix}{secrets.token_hex(4)}"
     try:
+        # the name is known before the folder exists, so a signal at any moment from here
+        # on finds it in the clean-up below (tempfile.mkdtemp would leave a window)
+        while True:
+            try:
+                os.mkdir(tmp, 0o700)
+                break
+            except FileExistsError:
+                tmp = target.parent / f"{prefix}{secrets.token_hex(4)}"
         (tmp / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(),
                                                   "pid": os.getpid()}), encoding="utf-8")
         yield tmp

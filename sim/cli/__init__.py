@@ -25,8 +25,11 @@ class Terminated(KeyboardInterrupt):
     way out) and exits 128 + the signal number."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        super().__init__(signum)  # args = (signum,): rebuilt as type(exc)(*exc.args) intact
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 @contextmanager
