@@ -122,22 +122,31 @@ def test_default_results_folder_is_checked_too(tmp_path: Path) -> None:
 @pytest.mark.parametrize("where", ["data", "report"])
 def test_disk_full_while_writing_leaves_nothing(tmp_path: Path, monkeypatch,
                                                 where: str) -> None:
-    """ENOSPC while writing the data files or the report: exit 2, one line naming the
-    file, no results folder, no staging folder (the run used to exit 0 without report)."""
+    """ENOSPC while writing a data file or the report: exit 2, one line naming the file
+    (as it would have been, not the staging folder), no results folder, no staging folder
+    (the run used to exit 0 without its report)."""
     import sim.report
-    from sim.run import results
 
-    def full(*args: object, **kwargs: object) -> str:
-        raise OSError(errno.ENOSPC, "No space left on device", "requests.csv")
+    real_write_text = Path.write_text
+
+    def full_disk(self: Path, *args: object, **kwargs: object) -> int:
+        if self.name == "requests.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it
+        return real_write_text(self, *args, **kwargs)
+
+    def full_report(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     if where == "data":
-        monkeypatch.setattr(results, "_csv_text", full)
+        monkeypatch.setattr(Path, "write_text", full_disk)
+        named = tmp_path / "out" / "requests.csv"
     else:
-        monkeypatch.setattr(sim.report, "write_run_report", full)
+        monkeypatch.setattr(sim.report, "write_run_report", full_report)
+        named = tmp_path / "out"
     cfg = write_config(tmp_path, base_config())
     outcome = call(["run", str(cfg), "--no-progress", "--out", str(tmp_path / "out")], tmp_path)
     assert outcome.crash is None and outcome.code == 2, outcome.err
-    assert outcome.lines() == ["moska-sim run: error: requests.csv: No space left on device"]
+    assert outcome.lines() == [f"moska-sim run: error: {named}: No space left on device"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
 
 
