@@ -19,8 +19,9 @@ tail: one pipeline fill per kernel, not per wave), then its work:
 * **Copy**: bytes read and written at the achieved bandwidth.
 
 ``chip.clock == "sustained"`` scales compute (tensor and special-function throughput) by the
-chip's measured ``sustained_compute_ratio``: under continuous load the SM clock falls, HBM does
-not. Every term is at least the roofline's share of the work (fractions <= 1, padding >= 0,
+kernel profile's measured ``sustained_ratio``, or the chip's ``sustained_compute_ratio`` when the
+kernel has none: under continuous load the SM clock falls (by how much depends on the kernel's
+power), HBM does not. Every term is at least the roofline's share of the work (fractions <= 1, padding >= 0,
 smax >= max), so the model never beats the roofline, and every term grows with every
 dimension, so time never falls as m, n, k, batch or tokens grow (tests/test_hw_monotonic.py).
 """
@@ -103,9 +104,12 @@ def program_splits(blocks: int, tokens: int, per_sm: float, min_tokens: int, sms
     return splits
 
 
-def clock_factor(chip: ChipSpec) -> float:
-    """Compute throughput relative to the burst clock: the measured ratio when sustained."""
-    return chip.sustained_compute_ratio if chip.clock == "sustained" else 1.0
+def clock_factor(chip: ChipSpec, p: ProfileParams | None = None) -> float:
+    """Compute throughput relative to the burst clock: when sustained, the kernel's own measured
+    ratio if its profile has one, else the chip's."""
+    if chip.clock != "sustained":
+        return 1.0
+    return (p.sustained_ratio if p is not None and p.sustained_ratio > 0 else None) or chip.sustained_compute_ratio
 
 
 def peak_flops(chip: ChipSpec, dtype: str) -> float:
@@ -132,7 +136,7 @@ def _schedule(tiles: tuple[TileClass, ...], chip: ChipSpec, dtype: str, p: Profi
     (or what the launch's independent KV streams can pull, ``cta_bandwidth_GBps`` each);
     the launch takes smax(compute, memory). Every term grows with every tile added or enlarged."""
     sms = chip.sm_count
-    f = clock_factor(chip)
+    f = clock_factor(chip, p)
     mma_rate = peak_flops(chip, dtype) / sms * p.mma_fraction * f / 1e9  # FLOP/ns per SM
     exp_rate = chip.sfu_ops_per_cycle_per_sm * chip.clock_ghz * f  # exp/ns per SM
     hbm = chip.hbm_bytes_per_s * p.mem_fraction / 1e9  # B/ns
@@ -148,7 +152,7 @@ def _schedule(tiles: tuple[TileClass, ...], chip: ChipSpec, dtype: str, p: Profi
 
 def _gemm(op: Gemm, chip: ChipSpec, prof: KernelProfile, p: ProfileParams) -> tuple[float, float, float, int]:
     rows = _pad(op.m, prof.pick_tile(op.m))
-    compute = 2.0 * rows * op.n * op.k / (peak_flops(chip, op.dtype) * p.mma_fraction * clock_factor(chip)) * 1e9
+    compute = 2.0 * rows * op.n * op.k / (peak_flops(chip, op.dtype) * p.mma_fraction * clock_factor(chip, p)) * 1e9
     a_bytes = dtype_bytes(op.dtype) if op.dtype == "fp8" else ACT_BYTES  # fp8 GEMMs take fp8 operands
     nbytes = op.k * op.n * dtype_bytes(op.dtype) + op.m * op.k * a_bytes + op.m * op.n * ACT_BYTES
     memory = nbytes / (chip.hbm_bytes_per_s * p.mem_fraction) * 1e9 + writeback_ns(nbytes, chip, p)

@@ -20,6 +20,9 @@ tensor peak than SDPA's FlashAttention), so it lives here, one YAML file per ker
   the kernel's reads evict and write back: ``l2_writeback x min(bytes read, L2 size)`` more HBM
   traffic. A kernel that streams less than the L2 pays for what it displaces, one that streams
   more pays for the whole L2 once.
+* ``sustained_ratio``: this kernel's compute throughput under sustained load over its burst
+  throughput (0 = the chip's ``sustained_compute_ratio``). The SM clock under the power limit
+  depends on what the kernel draws: SDPA's few-block launches barely throttle, cuBLAS GEMMs do.
 * ``kv_reuse``: how many row tiles of one KV stream share one HBM read of it through L2 (at most
   the row tiles there are): 1 = every row tile reads the KV itself.
 
@@ -65,6 +68,7 @@ class ProfileParams:
     serial_latency_ns: float = 0.0
     l2_writeback: float = 0.0
     kv_reuse: float = 1024.0
+    sustained_ratio: float = 0.0
     heldout: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     source: str = field(default="", compare=False, hash=False)
 
@@ -78,6 +82,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float]] = {
     "serial_latency_ns": (0.0, 20_000.0),
     "l2_writeback": (0.0, 1.0),
     "kv_reuse": (1.0, 1024.0),
+    "sustained_ratio": (0.0, 1.0),
 }
 FITTABLE = tuple(PARAM_BOUNDS)
 

@@ -103,11 +103,16 @@ def test_gemm_closed_form_from_the_profile():
 
 
 def test_sustained_clock_scales_compute_only():
-    """Sustained pricing divides compute by the chip's measured ratio; a copy (memory) is unchanged."""
+    """Sustained pricing scales compute by the kernel's measured ratio (cuBLAS has one on the H200), or
+    the chip's for a kernel without; a copy (memory) is unchanged."""
     burst, sustained = _burst("h200"), load_chip("h200")
     assert sustained.clock == "sustained"
     big = Gemm(8192, 8192, 8192, "bf16")
     ratio = kernel_cost(big, burst).time_ns / kernel_cost(big, sustained).time_ns
+    assert ratio == pytest.approx(load_profile("cublas").params("h200").sustained_ratio, rel=0.01)
+    bare = dataclasses.replace(load_profile("cublas").params("h200"), sustained_ratio=0.0)
+    prof = load_profile("cublas").with_params("h200", bare)
+    ratio = kernel_cost(big, burst, prof).time_ns / kernel_cost(big, sustained, prof).time_ns
     assert ratio == pytest.approx(sustained.sustained_compute_ratio, rel=0.01)
     copy = Copy(1 << 30)
     assert kernel_cost(copy, burst).time_ns == kernel_cost(copy, sustained).time_ns

@@ -130,12 +130,13 @@ def render(inputs: Inputs, report: CalibrationReport | None, link_fits: list[Lin
             lines.append(f"| {k.chip} | {k.kind} | {k.train_n} | {k.after.n} | {_row(k.before)} | {_row(k.after)} "
                          f"| {k.after.median_ratio:.2f} |")
         lines += ["", ("| profile | chip | train | fixed_ns | mem_fraction | mma_fraction | cta_bandwidth_GBps "
-                       "| overlap_p | serial_latency_ns | l2_writeback | kv_reuse |"), "|---|---|---:|" + "---:|" * 8]
+                       "| overlap_p | serial_latency_ns | l2_writeback | kv_reuse | sustained_ratio |"), "|---|---|---:|" + "---:|" * 9]
         for f in report.fits:
             p = f.params
             lines.append(f"| {f.profile} | {f.chip} | {f.train_n} | {p.fixed_ns:.0f} | {p.mem_fraction:.3f} "
                          f"| {p.mma_fraction:.3f} | {p.cta_bandwidth_GBps:.4g} | {p.overlap_p:.3g} "
-                         f"| {p.serial_latency_ns:.0f} | {p.l2_writeback:.3f} | {p.kv_reuse:.3g} |")
+                         f"| {p.serial_latency_ns:.0f} | {p.l2_writeback:.3f} | {p.kv_reuse:.3g} "
+                         f"| {p.sustained_ratio or '-'} |")
         if report.ratios:
             lines += ["", "sustained / burst compute ratio: "
                       + ", ".join(f"{c} {r:.3f}" for c, r in report.ratios.items())]

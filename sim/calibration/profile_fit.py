@@ -165,6 +165,25 @@ def fit_ratio(samples: Sequence[Sample], profiles: dict[str, KernelProfile], chi
     return float(RATIO_GRID[int(np.argmin(losses))])
 
 
+def fit_profile_ratio(samples: Sequence[Sample], profile: KernelProfile, chip: str,
+                      chip_ratio: float) -> float | None:
+    """The sustained / burst ratio of one kernel: the 1-D scan over its sustained training samples
+    (None when it has none, or when they are memory-bound and no ratio changes their price)."""
+    train = [s for s in samples if s.split == TRAIN and s.clock == "sustained" and s.chip == chip
+             and s.profile == profile.name]
+    if not train:
+        return None
+    meas = np.array([s.measured_ns for s in train])
+    base = profile.params(chip)
+    losses = []
+    for r in RATIO_GRID:
+        prof = profile.with_params(chip, dataclasses.replace(base, sustained_ratio=float(r)))
+        losses.append(_loss(predict(train, {profile.name: prof}, {chip: chip_ratio}), meas))
+    if max(losses) - min(losses) < 1e-9:
+        return None
+    return float(RATIO_GRID[int(np.argmin(losses))])
+
+
 @dataclass
 class KindReport:
     """Held-out (and training) errors of one (source, chip, kind) group, before and after."""
@@ -238,6 +257,12 @@ def calibrate_profiles(samples: Sequence[Sample], base: dict[str, KernelProfile]
         r = fit_ratio(samples, fitted, chip)
         if r is not None:
             ratios[chip] = r
+    for i, pf in enumerate(fits):  # then each kernel's own ratio, where it was timed under load
+        r = fit_profile_ratio(samples, fitted[pf.profile], pf.chip, ratios.get(pf.chip, 1.0))
+        if r is not None:
+            params = dataclasses.replace(pf.params, sustained_ratio=r)
+            fits[i] = dataclasses.replace(pf, params=params)
+            fitted[pf.profile] = fitted[pf.profile].with_params(pf.chip, params)
     kinds = evaluate(samples, before, fitted, ratios)
     return CalibrationReport(fits, ratios, kinds, fitted, list(samples))
 
