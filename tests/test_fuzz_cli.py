@@ -292,7 +292,8 @@ def structural(draw: st.DrawFn) -> tuple[dict, str]:
     value = draw(st.one_of(garbage_text.filter(lambda t: t not in VALID_NAMES),
                            st.integers(), st.booleans()))
     if dotted == "name" and isinstance(value, str):
-        value = value + " /"  # a name holds no spaces or slashes
+        value = draw(st.sampled_from([value + " /", "n" * (200 + len(value))]))  # no spaces,
+        # slashes or more than 200 characters (a results folder name stays under 255 bytes)
     set_path(data, dotted, value)
     return data, dotted
 

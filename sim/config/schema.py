@@ -415,7 +415,8 @@ class Analysis(StrictModel):
 class ExperimentConfig(StrictModel):
     """One experiment, fully resolved. Build it with ``sim.config.load_config``."""
 
-    name: pattern(r"[A-Za-z0-9._-]+", "a name of letters, digits, '.', '_' or '-'") = Field(
+    name: pattern(r"[A-Za-z0-9._-]{1,200}",
+                  "a name of 1 to 200 letters, digits, '.', '_' or '-'") = Field(
         description="names the results folder")
     model: registered("model", _models) = Field("llama-3.1-8b", description="model preset")
     precision: choice("fp8", "bf16") = Field("fp8", description="KV cache and compute dtype")
