@@ -123,7 +123,11 @@ class DaskBackend:
                                    f"{address}: {exc}") from None
         else:
             self.client = address
-        self.check_workers()
+        try:
+            self.check_workers()
+        except BaseException:
+            self.close()
+            raise
 
     def slots(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
