@@ -9,16 +9,18 @@ field; a test checks that every field here appears there.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from sim.config.fields import (
     StrictModel,
     by_shape,
     choice,
+    Expect,
     cross_fail,
     existing_file,
+    fail,
     integer,
     number,
     pattern,
@@ -28,7 +30,7 @@ from sim.config.fields import (
     tagged,
 )
 from sim.config.yaml_source import dump_yaml
-from sim.units import BINARY_SUFFIXES
+from sim.units import BINARY_SUFFIXES, UnitError, describe, parse_int
 from workloads.arrivals import ArrivalProcess, Param, arrival_processes
 
 MiB_TOKENS = BINARY_SUFFIXES["Mi"]
@@ -158,7 +160,7 @@ class Cluster(StrictModel):
 def _arrival_field(param: Param) -> tuple[Any, Any]:
     """(type, Field) of one declared arrival parameter."""
     if param.kind == "number":
-        kind: Any = number(gt=param.gt, ge=param.ge)
+        kind: Any = number(gt=param.gt, ge=param.ge, le=param.le)
     elif param.kind == "integer":
         kind = integer(ge=int(param.ge) if param.ge is not None else None)
     elif param.kind == "file":
@@ -330,11 +332,39 @@ class SharedContext(StrictModel):
         return self
 
 
+def _prefill_scalar() -> Any:
+    """``'all'`` (every unique token is a new prompt token) or a count >= 0 (0: the
+    request's context is all resident, decode only)."""
+    what = "'all' or a size >= 0"
+
+    def check(value: Any) -> int | str:
+        if value == "all":
+            return "all"
+        try:
+            n = parse_int(value)
+        except UnitError:
+            raise fail(f"expected {what}, got {describe(value)}") from None
+        if n < 0:
+            raise fail(f"expected {what}, got {describe(value)}")
+        return n
+
+    return Annotated[int | str, BeforeValidator(check), Expect(what)]
+
+
+PrefillTokens = by_shape(_prefill_scalar(), Distribution,
+                         "'all', a size >= 0, or a mapping {dist: ..., mean, cv, min, max}")
+
+
 class Workload(StrictModel):
     """What the requests look like and when they come."""
 
     arrivals: Arrivals = Field(description="arrival process")
-    unique_tokens: TokenCount = Field(description="per-request (unique) context tokens")
+    unique_tokens: TokenCount = Field(
+        description="per-request (unique) context tokens: resident history plus new prompt")
+    prefill_tokens: PrefillTokens = Field(
+        "all", description="new prompt tokens to prefill, of the unique tokens: 'all' "
+                           "(default), a size or a distribution (clipped to unique_tokens); "
+                           "0: context already resident, decode only (the paper's setting)")
     output_tokens: TokenCount = Field(description="tokens decoded per request")
     shared: SharedContext = Field(description="the shared context")
 
@@ -349,6 +379,14 @@ class Batching(StrictModel):
     window_us: number(ge=0) = Field(0.0, description="longest wait to fill a batch, us")
     max_running: integer(ge=1) | None = Field(
         None, description="cap on decoding requests per unique node (null: HBM decides)")
+    prefill_chunk_tokens: integer(ge=1) | None = Field(
+        2048, description="prompt tokens a unique node prefills per step beside its decode "
+                          "batch (chunked prefill; null: whole prompts at once)")
+    shared_policy: choice("decode_first", "fifo") = Field(
+        "decode_first", description="shared nodes: decode queries before prefill work "
+                                    "(decode_first) or in arrival order (fifo)")
+    overlap: bool = Field(
+        True, description="unique attention runs while the shared round trip is in flight")
 
 
 class Run(StrictModel):

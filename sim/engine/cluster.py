@@ -76,6 +76,8 @@ class Cluster:
         if not requests:
             return
         log.unique_tokens[:] = [r.unique_tokens for r in requests]
+        log.prefill_tokens[:] = [r.unique_tokens if r.prefill_tokens is None
+                                 else min(r.prefill_tokens, r.unique_tokens) for r in requests]
         log.output_tokens[:] = [max(1, r.output_tokens) for r in requests]
         if exp.corpus.corpus_tokens is None:
             # corpora drawn by the workload are folded onto the configured ones
@@ -115,7 +117,8 @@ class Cluster:
         self.pricer = Pricer(
             exp.model, exp.system, exp.precision, unique.chip, shared_cls.chip, tp=tp,
             shared_nodes=max(1, shared_cls.nodes) if exp.disaggregated else 1,
-            keep_fraction=exp.corpus.keep_fraction, chunk_tokens=exp.corpus.chunk_tokens)
+            keep_fraction=exp.corpus.keep_fraction, chunk_tokens=exp.corpus.chunk_tokens,
+            overlap=exp.batching.overlap)
         hosts = [f"unique{i}" for i in range(replicas)] + [f"shared{s}" for s in range(S)]
         self.fabric: Fabric | None = None
         if S:
@@ -130,7 +133,8 @@ class Cluster:
         self.shared: list[SharedNode] = [
             SharedNode(s, host_of.get(f"shared{s}", -1), self.engine, self.fabric, self.pricer,
                        local_chunks=len(range(s, total_chunks, S)),
-                       max_batch=exp.batching.max_batch, window_ns=exp.batching.window_ns)
+                       max_batch=exp.batching.max_batch, window_ns=exp.batching.window_ns,
+                       decode_first=exp.batching.shared_policy == "decode_first")
             for s in range(S)
         ]
         service_rng = self.engine.rng["service"]
@@ -142,7 +146,8 @@ class Cluster:
                        service_scale=scale, step_mode=exp.run.granularity == "step",
                        remote=self.remote_shared,
                        capacity_bytes=self.memory.kv_capacity_bytes,
-                       max_running=exp.batching.max_running, tp=tp)
+                       max_running=exp.batching.max_running,
+                       prefill_chunk_tokens=exp.batching.prefill_chunk_tokens, tp=tp)
             for i in range(replicas)
         ]
         self.unused_shared_nodes = shared_cls.nodes - S

@@ -117,6 +117,9 @@ class BatchingSpec:
     max_batch: int = 256
     window_ns: int = 0
     max_running: int = UNBOUNDED
+    prefill_chunk_tokens: int | None = 2048  # None: whole prompts in one step
+    shared_policy: str = "decode_first"  # or "fifo"
+    overlap: bool = True  # unique attention while the shared round trip is in flight
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,8 @@ _FLAT: dict[str, tuple[str, str]] = {
     "corpus_tokens": ("corpus", "corpus_tokens"), "popularity": ("corpus", "popularity"),
     "max_batch": ("batching", "max_batch"), "window_ns": ("batching", "window_ns"),
     "max_running": ("batching", "max_running"),
+    "prefill_chunk_tokens": ("batching", "prefill_chunk_tokens"),
+    "shared_policy": ("batching", "shared_policy"), "overlap": ("batching", "overlap"),
     "requests": ("run", "requests"), "duration_ns": ("run", "duration_ns"),
     "warmup_ns": ("run", "warmup_ns"), "granularity": ("run", "granularity"),
     "service": ("run", "service"),
@@ -230,7 +235,8 @@ def make_experiment(**overrides: Any) -> Experiment:
                        switch_latency_ns=0.0, hosts_per_leaf=8, spines=None),
         "corpus": dict(tokens=2**20, chunk_tokens=2048, keep_fraction=0.25, corpora=1,
                        corpus_tokens=None, popularity="uniform"),
-        "batching": dict(max_batch=256, window_ns=50_000, max_running=UNBOUNDED),
+        "batching": dict(max_batch=256, window_ns=50_000, max_running=UNBOUNDED,
+                         prefill_chunk_tokens=2048, shared_policy="decode_first", overlap=True),
         "run": dict(requests=None, duration_ns=None, warmup_ns=0, granularity="step",
                     service="deterministic"),
     }

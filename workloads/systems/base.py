@@ -61,10 +61,13 @@ class ServingSystem:
         return ops
 
     def prefill_ops(self, model: ModelSpec, precision: str, tokens: int, shared_tokens: int,
-                    *, keep_fraction: float = 1.0, tp: int = 1) -> list[StepOp]:
-        """The ops of one layer of prefilling ``tokens`` new prompt tokens of one request.
-        The corpus's own KV is precomputed (the paper's premise), never prefilled here."""
-        ops = prefill_dense_ops(model, precision, tokens, tp)
+                    *, keep_fraction: float = 1.0, tp: int = 1,
+                    prior_tokens: int = 0) -> list[StepOp]:
+        """The ops of one layer of prefilling ``tokens`` new prompt tokens of one request,
+        after ``prior_tokens`` of its context already in KV (resident history, earlier
+        chunks). The corpus's own KV is precomputed (the paper's premise), never prefilled
+        here."""
+        ops = prefill_dense_ops(model, precision, tokens, tp, prior_tokens)
         if shared_tokens > 0:
             ops[2:2] = self.corpus_prefill_ops(model, precision, tokens, shared_tokens,
                                                keep_fraction=keep_fraction, tp=tp)

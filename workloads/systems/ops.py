@@ -93,12 +93,14 @@ def n_chunks(shared_tokens: int, chunk_tokens: int) -> int:
     return max(1, math.ceil(shared_tokens / chunk_tokens))
 
 
-def prefill_dense_ops(model: ModelSpec, precision: str, tokens: int, tp: int = 1) -> list[StepOp]:
+def prefill_dense_ops(model: ModelSpec, precision: str, tokens: int, tp: int = 1,
+                      prior_tokens: int = 0) -> list[StepOp]:
     """One layer of prefilling ``tokens`` prompt tokens without the corpus: projections and
-    FFN as GEMMs with m = tokens, and causal self-attention over the prompt priced as a
-    shared-attention GEMM over half of it (the causal average)."""
+    FFN as GEMMs with m = tokens, and causal self-attention priced as a shared-attention
+    GEMM over the ``prior_tokens`` already in KV plus half of the new ones (the causal
+    average)."""
     ops = dense_layer_ops(model, tokens, precision, tp)
-    causal = max(1, split_ways(tokens // 2, tp))
+    causal = max(1, split_ways(prior_tokens + tokens // 2, tp))
     ops.insert(1, StepOp("prefill_unique_attention", "unique_attention", "unique",
                          SharedAttention(**attention_kwargs(model, precision), batch=tokens,
                                          kv_tokens=causal)))

@@ -80,32 +80,43 @@ def reduce_histogram(batches: np.ndarray, max_bins: int = MAX_HIST_BINS) -> tupl
 
 @dataclass(frozen=True)
 class DecodeCost:
-    """One decode step of a batch on its unique node (or replica).
+    """One decode step of a batch on its unique node (or replica), per layer.
 
-    ``pre_ns``/``post_ns``: one layer's unique-side ops before/after the shared round trip
-    (for systems without one, everything is in ``pre_ns``); ``step_ns``: ops run once a
-    step (lm_head). ``phase_ns``: the step's unique-side time by breakdown phase.
+    ``pre_ns``: the unique-side ops the shared round trip waits for (projections, router);
+    ``overlap_ns``: unique-side ops that do not depend on it and run while it is in flight
+    (MoSKA's unique attention, when overlap is on); ``post_ns``: the ops after the partials
+    are back (merge, output projection, FFN). Without a round trip everything is in
+    ``pre_ns``. ``step_ns``: ops run once a step (lm_head). ``phase_ns``: the step's
+    unique-side time by breakdown phase (all layers).
     """
 
     pre_ns: int
     post_ns: int
     step_ns: int
     phase_ns: np.ndarray  # float64[len(PHASES)]
+    overlap_ns: int = 0
 
     def local_ns(self, layers: int) -> int:
-        return (self.pre_ns + self.post_ns) * layers + self.step_ns
+        """The whole step when nothing leaves the node."""
+        return (self.pre_ns + self.overlap_ns + self.post_ns) * layers + self.step_ns
 
 
 @dataclass(frozen=True)
 class PrefillCost:
-    """One request's prefill: unique-side ns before/after the shared part (all layers),
-    the shared part's ns on each shared node, and bytes each way per shared node."""
+    """One chunk of one request's prefill, per layer: unique-side ns before the corpus
+    round trip, during it (its own causal attention, when overlap is on) and after it;
+    the corpus part's ns on each shared node (it holds 1/S of the corpus; 0 if none); and
+    bytes each way per shared node."""
 
     pre_ns: int
     post_ns: int
-    shared_ns: int  # per shared node (it holds 1/S of the corpus), 0 if none
+    shared_ns: int
     query_bytes: int
     partial_bytes: int
+    overlap_ns: int = 0
+
+    def local_ns(self, layers: int) -> int:
+        return (self.pre_ns + self.overlap_ns + self.post_ns) * layers
 
 
 @dataclass
@@ -121,6 +132,7 @@ class Pricer:
     shared_nodes: int = 1
     keep_fraction: float = 1.0
     chunk_tokens: int = 1
+    overlap: bool = True  # unique attention runs while the shared round trip is in flight
     max_bins: int = MAX_HIST_BINS
     _decode: dict = field(default_factory=dict, repr=False)
     _prefill: dict = field(default_factory=dict, repr=False)
@@ -156,7 +168,8 @@ class Pricer:
     def _price_decode(self, batch: int, unique_ctx: int, shared_ctx: int) -> DecodeCost:
         ops = self.decode_ops(batch, unique_ctx, shared_ctx)
         phase = [0] * len(PHASES)
-        pre = post = step = 0
+        pre = overlap = post = step = 0
+        remote = any(o.where == "shared" for o in ops)
         after = False
         for o in ops:
             if o.where == "fabric" or o.where == "shared":
@@ -170,24 +183,29 @@ class Pricer:
             phase[PHASE_INDEX[o.phase]] += t * self.layers
             if after:
                 post += t
+            elif remote and self.overlap and o.phase == "unique_attention":
+                overlap += t
             else:
                 pre += t
-        return DecodeCost(pre, post, step, np.asarray(phase, dtype=np.float64))
+        return DecodeCost(pre, post, step, np.asarray(phase, dtype=np.float64), overlap)
 
     # -- prefill --------------------------------------------------------------------------
-    def prefill(self, tokens: int, shared_ctx: int) -> PrefillCost:
-        """One request's prefill of ``tokens`` prompt tokens (bucketed by the caller)."""
-        key = (tokens, shared_ctx)
+    def prefill(self, tokens: int, shared_ctx: int, prior: int = 0) -> PrefillCost:
+        """A chunk of ``tokens`` new prompt tokens after ``prior`` already prefilled ones
+        (both bucketed by the caller), per layer."""
+        key = (tokens, shared_ctx, prior)
         c = self._prefill.get(key)
         if c is None:
-            c = self._price_prefill(tokens, shared_ctx)
+            c = self._price_prefill(tokens, shared_ctx, prior)
             self._prefill[key] = c
         return c
 
-    def _price_prefill(self, tokens: int, shared_ctx: int) -> PrefillCost:
+    def _price_prefill(self, tokens: int, shared_ctx: int, prior: int) -> PrefillCost:
         ops = self.system.prefill_ops(self.model, self.precision, tokens, shared_ctx,
-                                      keep_fraction=self.keep_fraction, tp=self.tp)
-        pre = post = shared = 0
+                                      keep_fraction=self.keep_fraction, tp=self.tp,
+                                      prior_tokens=prior)
+        remote = any(o.where == "shared" for o in ops)
+        pre = overlap = post = shared = 0
         after = False
         qb = pb = 0
         for o in ops:
@@ -210,10 +228,11 @@ class Pricer:
             t = kernel_cost(o.op, self.unique_chip).time_ns
             if after:
                 post += t
+            elif remote and self.overlap and o.phase == "unique_attention":
+                overlap += t
             else:
                 pre += t
-        L = self.layers
-        return PrefillCost(pre * L, post * L, shared * L, qb * L, pb * L)
+        return PrefillCost(pre, post, shared, qb, pb, overlap)
 
     # -- shared node launches -------------------------------------------------------------
     def grouped(self, per_chunk: list[np.ndarray], requests: int, pairs: int,
