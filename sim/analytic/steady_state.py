@@ -48,6 +48,9 @@ class Scenario:
     keep_fraction: float
     name: str = "scenario"
     overlap: bool = True  # unique attention hidden behind the shared round trip
+    window_ns: float = 0.0  # shared nodes' batching window (batching.window_us)
+    max_batch: int = 1 << 30  # queries per chunk that launch at once (batching.max_batch)
+    tp: int | None = None  # baselines: this replica size only (None: the best that fits)
 
     def with_system(self, system: str) -> Scenario:
         return replace(self, system=system)
@@ -143,6 +146,8 @@ def _evaluate_baseline(sc: Scenario, concurrency: int) -> SystemPoint:
     """The best replica size (tp) for this concurrency; infeasible if none holds it."""
     nodes = sc.unique_nodes + sc.shared_nodes
     tps = baseline_tps(sc, sc.system, nodes)
+    if sc.tp is not None:
+        tps = [tp for tp in tps if tp == sc.tp]
     if not tps:
         pt = SystemPoint(sc.system, concurrency, False, nodes=nodes)
         pt.reason = (f"one request's state ({_gib(baseline_state_bytes(sc, sc.system, 1)):.0f} GiB)"
@@ -240,6 +245,13 @@ def _evaluate_disaggregated(sc: Scenario, concurrency: int) -> SystemPoint:
             trip = sum(op_time_ns(o, sc.unique_chip, sc.shared_chip, sc.link)
                        for o in compute_ops if o.where == "shared") + send + ret
             step -= layers * min(own, trip)
+        # a launch whose chunks stay below max_batch waits out the batching window first
+        # (the policy cannot know that no more queries are coming)
+        biggest = max(b for b, _ in _shared_histogram(ops))
+        if biggest < sc.max_batch and sc.window_ns > 0:
+            wait = layers * sc.window_ns
+            step += wait
+            phases["queueing"] = phases.get("queueing", 0.0) + wait
     pt.feasible = True
     pt.step_latency_ms = step / 1e6
     pt.throughput_tokens_per_s = concurrency / (step / 1e9)
@@ -248,6 +260,14 @@ def _evaluate_disaggregated(sc: Scenario, concurrency: int) -> SystemPoint:
     pt.breakdown_ms = {k: v / 1e6 for k, v in phases.items()}
     pt.bound = _dominant(ops, sc)
     return pt
+
+
+def _shared_histogram(ops: list[StepOp]) -> tuple[tuple[int, int], ...]:
+    """The chunk-batch histogram of the step's grouped shared-attention launch."""
+    for o in ops:
+        if o.where == "shared" and hasattr(o.op, "chunk_batches"):
+            return o.op.chunk_batches
+    return ((0, 0),)
 
 
 def _dominant(ops: list[StepOp], sc: Scenario) -> str:
@@ -291,6 +311,8 @@ def scenario(exp: Experiment, unique_tokens: int | None = None) -> Scenario:
         keep_fraction=exp.corpus.keep_fraction,
         name=exp.name,
         overlap=exp.batching.overlap,
+        window_ns=float(exp.batching.window_ns),
+        max_batch=exp.batching.max_batch,
     )
 
 

@@ -73,20 +73,54 @@ def partial_bytes(model: ModelSpec, requests: int) -> int:
 
 
 def expected_chunk_batches(
-    queries: int, n_chunks: int, keep_fraction: float
+    queries: int, n_chunks: int, keep_fraction: float, bins: int = 4,
 ) -> tuple[tuple[int, int], ...]:
     """Expected per-chunk batch histogram when ``queries`` queries each keep ``keep_fraction``
-    of ``n_chunks`` chunks uniformly at random: the active chunks and their mean batch.
+    of ``n_chunks`` chunks uniformly at random, as ``bins`` quantile bins of the active
+    chunks: ((batch, chunks), ...).
 
-    A chunk is active with probability 1 - (1 - f)^Q; active chunks share Q*f*N query
-    slots. The mean is rounded up to whole queries (a kernel pads rows anyway).
+    A chunk's batch is Binomial(Q, f), f = k/N; it is active with probability
+    1 - (1 - f)^Q. The active chunks are split into ``bins`` equal-probability bands of
+    that law conditioned on >= 1, each priced at its mean batch rounded up (a kernel pads
+    rows anyway) -- the same quantile-bin reduction the engine applies to the batches it
+    draws, so the closed form prices the spread of the batches, not only their mean.
     """
     k = max(1, round(keep_fraction * n_chunks))
     f = k / n_chunks
     p_active = 1.0 - (1.0 - f) ** queries
     active = max(1, round(n_chunks * p_active))
-    per_chunk = max(1, math.ceil(queries * k / active - 1e-9))
-    return ((per_chunk, active),)
+    if f >= 1.0 or queries <= 1:
+        return ((max(1, math.ceil(queries * k / active - 1e-9)), active),)
+    counts = range(1, queries + 1)
+    log_pmf = [math.lgamma(queries + 1) - math.lgamma(c + 1) - math.lgamma(queries - c + 1)
+               + c * math.log(f) + (queries - c) * math.log1p(-f) for c in counts]
+    top = max(log_pmf)
+    weights = [math.exp(v - top) for v in log_pmf]
+    total = sum(weights)
+    merged: dict[int, int] = {}
+    band = 0
+    acc_w = acc_cw = 0.0
+    edges = [(j + 1) / bins for j in range(bins)]
+    cum = 0.0
+    given = 0
+    for c, w in zip(counts, weights):
+        p = w / total
+        while p > 1e-15 and band < bins:
+            room = edges[band] - cum
+            take = min(p, room)
+            acc_w += take
+            acc_cw += take * c
+            cum += take
+            p -= take
+            if cum >= edges[band] - 1e-12:
+                chunks = round(active * edges[band]) - given
+                if chunks > 0 and acc_w > 0:
+                    b = max(1, math.ceil(acc_cw / acc_w - 1e-9))
+                    merged[b] = merged.get(b, 0) + chunks
+                    given += chunks
+                acc_w = acc_cw = 0.0
+                band += 1
+    return tuple(sorted(merged.items()))
 
 
 def n_chunks(shared_tokens: int, chunk_tokens: int) -> int:
