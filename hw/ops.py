@@ -178,18 +178,24 @@ class GroupedSharedAttention(_AttentionShape):
 
 @dataclass(frozen=True)
 class LseMerge:
-    """Log-sum-exp merge of ``partials`` partial outputs per (request, query head)."""
+    """Log-sum-exp merge of ``partials`` partial outputs per (request, query head).
+
+    ``partial_dtype`` is how the partial outputs are stored (bf16 by default; the project's
+    Triton kernels write fp32 partials).
+    """
 
     batch: int
     q_heads: int
     head_dim: int
     partials: int = 2
+    partial_dtype: str = "bf16"
 
     kind = "merge"
 
     def __post_init__(self) -> None:
         for f in ("batch", "q_heads", "head_dim", "partials"):
             _positive_int("merge", f, getattr(self, f))
+        dtype_bytes(self.partial_dtype, "merge: partial_dtype")
 
     @property
     def rows(self) -> int:
@@ -201,8 +207,26 @@ class LseMerge:
 
     @property
     def min_bytes(self) -> float:
-        read = self.rows * self.partials * (self.head_dim * ACT_BYTES + STAT_BYTES)
+        read = self.rows * self.partials * (self.head_dim * dtype_bytes(self.partial_dtype) + STAT_BYTES)
         return read + self.rows * self.head_dim * ACT_BYTES
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A device-to-device copy of ``nbytes`` (read once, written once): the streaming ceiling."""
+
+    nbytes: int
+
+    kind = "copy"
+
+    def __post_init__(self) -> None:
+        _positive_int("copy", "nbytes", self.nbytes)
+
+    flops = 0.0
+
+    @property
+    def min_bytes(self) -> float:
+        return 2.0 * self.nbytes
 
 
 @dataclass(frozen=True)
@@ -224,5 +248,5 @@ class Transfer:
         return float(self.nbytes)
 
 
-ComputeOp = Gemm | DecodeAttention | SharedAttention | GroupedSharedAttention | LseMerge
+ComputeOp = Gemm | DecodeAttention | SharedAttention | GroupedSharedAttention | LseMerge | Copy
 Op = ComputeOp | Transfer

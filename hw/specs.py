@@ -1,8 +1,12 @@
 """Hardware specs as frozen dataclasses, loaded from the YAML presets in ``hw/presets/``.
 
-A *chip* is one accelerator package; a cluster node in the simulator is one chip. Peak
-numbers are the vendor's dense figures; ``*_efficiency`` fields say what fraction of a peak
-a well-tuned kernel sustains, and are what calibration fits.
+A *chip* is one accelerator package; a cluster node in the simulator is one chip. A chip
+preset holds datasheet numbers (each preset file cites its source): SMs, the clock the dense
+peaks are quoted at, tensor peaks, HBM bandwidth and capacity, on-chip buffers, plus the measured
+ratio of sustained to burst compute and which clock to price at. What a kernel *achieves* of
+those numbers belongs to the kernel and lives in ``hw/profiles`` (``hw.profiles``). The legacy
+``mma_efficiency``, ``mem_efficiency``, ``launch_overhead_ns`` and ``mem_latency_ns`` fields are
+kept so old presets and configs still load; ``hw.compute`` does not read them.
 """
 
 from __future__ import annotations
@@ -54,7 +58,12 @@ class ChipSpec:
     launch_overhead_ns: float = 2500.0  # kernel launch + drain, per launch (no CUDA graphs)
     mma_efficiency: float = 0.8  # sustained fraction of peak tensor throughput
     mem_efficiency: float = 0.9  # sustained fraction of peak HBM bandwidth
-    kv_splits_per_sm: int = 2  # flash-decoding: split KV until this many blocks per SM
+    kv_splits_per_sm: int = 2  # legacy: unused by hw.compute (kernel profiles say how KV splits)
+    # What clock compute runs at: "burst" (a GPU idle before the kernel, SM clock at its maximum) or
+    # "sustained" (continuous load at the power limit, where the SM clock falls; HBM does not).
+    clock: str = "sustained"
+    sustained_compute_ratio: float = 1.0  # measured sustained / burst compute throughput
+    profile_key: str = ""  # kernel-profile entry to use (default: this chip's name, else 'default')
     source: str = ""
     notes: str = ""
 
@@ -112,12 +121,21 @@ class ChipSpec:
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """A point-to-point link: bandwidth per direction and one-way latency."""
+    """A point-to-point link as a collective library (NCCL send/recv) achieves it.
+
+    ``bandwidth_GBps``: achieved bandwidth per direction for large messages; ``latency_ns``:
+    one-way wire and switch latency (what the fabric charges per hop); ``fixed_ns``: the
+    library's per-message cost on top (kernel launch, handshake, protocol), paid once per
+    message; ``spec_bandwidth_GBps``: the datasheet figure, for reference.
+    """
 
     name: str
     bandwidth_GBps: float
     latency_ns: float
     source: str = ""
+    fixed_ns: float = 0.0
+    spec_bandwidth_GBps: float = 0.0
+    fit: str = ""  # how fixed_ns and bandwidth_GBps were fitted, and their held-out error
 
     @property
     def bytes_per_ns(self) -> float:
@@ -131,8 +149,10 @@ _POSITIVE = {
     "l2_MiB", "sfu_ops_per_cycle_per_sm", "mma_min_m", "gemm_tile_m", "gemm_tile_n",
     "attn_tile_m", "attn_block_n", "kv_splits_per_sm", "bandwidth_GBps",
 }
-_NON_NEGATIVE = {"sm_max_bandwidth_GBps", "mem_latency_ns", "launch_overhead_ns", "latency_ns"}
-_FRACTIONS = {"mma_efficiency", "mem_efficiency"}
+_NON_NEGATIVE = {"sm_max_bandwidth_GBps", "mem_latency_ns", "launch_overhead_ns", "latency_ns", "fixed_ns",
+                 "spec_bandwidth_GBps"}
+CLOCKS = ("burst", "sustained")
+_FRACTIONS = {"mma_efficiency", "mem_efficiency", "sustained_compute_ratio"}
 
 
 def _check_fields(kind: str, name: str, data: dict[str, Any], fields: dict, where: str) -> dict:
@@ -147,10 +167,15 @@ def _check_fields(kind: str, name: str, data: dict[str, Any], fields: dict, wher
             raise HardwareError(f"{where}: {kind} {name}: unknown field {key!r}{hint}")
         out[key] = value
     for key, f in fields.items():
-        if key not in out and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # noqa: E501
+        if key not in out and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise HardwareError(f"{where}: {kind} {name}: missing required field {key!r}")
     for key, value in out.items():
-        if key in ("name", "source", "notes"):
+        if key == "clock":
+            if value not in CLOCKS:
+                raise HardwareError(f"{where}: {kind} {name}: clock: expected one of {', '.join(CLOCKS)}, "
+                                    f"got {value!r}")
+            continue
+        if key in ("name", "source", "notes", "profile_key", "fit"):
             if not isinstance(value, str):
                 raise HardwareError(f"{where}: {kind} {name}: {key}: expected text, got {value!r}")
             continue

@@ -1,5 +1,6 @@
-"""The tile-level cycle model against hand-computed roofline arithmetic."""
+"""The cost model against hand-computed roofline arithmetic and closed forms written from the profiles."""
 
+import dataclasses
 import math
 
 import pytest
@@ -10,13 +11,18 @@ from hw import (
     GroupedSharedAttention,
     LseMerge,
     SharedAttention,
+    Transfer,
     kernel_cost,
     load_chip,
+    load_link,
+    transfer_cost,
 )
 from hw.compute import roofline_ns
+from hw.ops import Copy
+from hw.profiles import load_profile
 
 H100 = load_chip("h100-sxm")
-HEADS = dict(q_heads=32, kv_heads=8, head_dim=128)
+HEADS = {"q_heads": 32, "kv_heads": 8, "head_dim": 128}
 
 
 def test_gemm_roofline_by_hand():
@@ -62,7 +68,7 @@ ALL_OPS = [
       for dt in ("bf16", "fp8") for b in (1, 7, 64, 100, 1024) for t in (4096, 1 << 20)],
     GroupedSharedAttention(**HEADS, dtype="fp8", chunk_batches=((3, 40), (17, 9)),
                            chunk_tokens=2048, requests=40),
-    LseMerge(1, 32, 128, 2), LseMerge(512, 32, 128, 9),
+    LseMerge(1, 32, 128, 2), LseMerge(512, 32, 128, 9), Copy(1 << 20),
 ]
 
 
@@ -77,40 +83,88 @@ def test_model_never_beats_roofline(op, chip):
     assert cost.time_ns == math.ceil(cost.cycles / spec.clock_ghz)
 
 
-@pytest.mark.parametrize("op,eff", [
-    (Gemm(16384, 16384, 16384, "bf16"), "mma_efficiency"),
-    (SharedAttention(**HEADS, dtype="bf16", batch=2048, kv_tokens=1 << 20), "mma_efficiency"),
-    (DecodeAttention(**HEADS, dtype="fp8", batch=256, kv_tokens=1 << 17), "mem_efficiency"),
-    (SharedAttention(**HEADS, dtype="fp8", batch=1, kv_tokens=1 << 22), "mem_efficiency"),
-])
-def test_model_approaches_roofline_for_large_shapes(op, eff):
-    """Large shapes reach the sustained fraction of peak, within a few percent."""
-    cost = kernel_cost(op, H100)
-    reached = cost.roofline_ns / cost.time_ns
-    target = getattr(H100, eff)
-    assert target * 0.9 <= reached <= target + 1e-9
+def _burst(name: str):
+    return dataclasses.replace(load_chip(name), clock="burst")
 
 
-def _shared(batch: int, dtype: str = "bf16") -> int:
-    return kernel_cost(SharedAttention(**HEADS, dtype=dtype, batch=batch, kv_tokens=1 << 20),
-                       H100).time_ns
+def test_gemm_closed_form_from_the_profile():
+    """A GEMM costs fixed + ((2 m_pad n k / (peak x mma))^p + (bytes / (HBM x mem))^p)^(1/p), by hand."""
+    chip = _burst("h200")
+    prof = load_profile("cublas").params("h200")
+    m, n, k = 200, 4096, 4096
+    m_pad = 256  # rows padded to the 64-row tensor-core tile
+    compute = 2 * m_pad * n * k / (989.4e12 * prof.mma_fraction) * 1e9
+    nbytes = k * n * 2 + m * k * 2 + m * n * 2
+    memory = nbytes / (4800e9 * prof.mem_fraction) * 1e9 + prof.l2_writeback * min(nbytes, 60 * 2**20) / (
+        4800e9 * prof.mem_fraction) * 1e9
+    p = prof.overlap_p
+    expected = prof.fixed_ns + (compute**p + memory**p) ** (1 / p)
+    assert kernel_cost(Gemm(m, n, k, "bf16"), chip).time_ns == pytest.approx(expected, abs=2)
 
 
-@pytest.mark.parametrize("dtype,kv_b", [("bf16", 2), ("fp8", 1)])
-def test_shared_attention_flat_then_linear_with_crossover_at_ridge(dtype, kv_b):
-    # ridge batch: AI = 2 g B / b = ridge  ->  B* = ridge * b / (2 g), g = 4
-    b_star = H100.ridge_point(dtype) * kv_b / (2 * 4)
-    flat = [_shared(b, dtype) for b in (1, 2, 4, 8, 16, 32)]
-    assert max(flat) / min(flat) < 1.05  # memory-bound: flat in batch
-    big = [_shared(b, dtype) for b in (1024, 2048, 4096)]
-    assert big[1] / big[0] == pytest.approx(2, rel=0.06)  # compute-bound: linear in batch
-    assert big[2] / big[1] == pytest.approx(2, rel=0.06)
-    bounds = {b: kernel_cost(SharedAttention(**HEADS, dtype=dtype, batch=b, kv_tokens=1 << 20),
-                             H100).bound for b in range(8, 400, 4)}
-    crossover = min(b for b, bound in bounds.items() if bound == "compute")
-    # sustained efficiencies shift the modeled ridge by mma_eff / mem_eff (0.9x) + row padding
-    assert 0.6 * b_star <= crossover <= 1.25 * b_star
-    assert all(bound == "compute" for b, bound in bounds.items() if b >= 1.3 * b_star)
+def test_sustained_clock_scales_compute_only():
+    """Sustained pricing divides compute by the chip's measured ratio; a copy (memory) is unchanged."""
+    burst, sustained = _burst("h200"), load_chip("h200")
+    assert sustained.clock == "sustained"
+    big = Gemm(8192, 8192, 8192, "bf16")
+    ratio = kernel_cost(big, burst).time_ns / kernel_cost(big, sustained).time_ns
+    assert ratio == pytest.approx(sustained.sustained_compute_ratio, rel=0.01)
+    copy = Copy(1 << 30)
+    assert kernel_cost(copy, burst).time_ns == kernel_cost(copy, sustained).time_ns
+
+
+def test_copy_and_merge_closed_forms():
+    chip = _burst("h200")
+    cp = load_profile("torch-copy").params("h200")
+    nbytes = 1 << 30
+    bw = 4800e9 * cp.mem_fraction / 1e9
+    expected = cp.fixed_ns + 2 * nbytes / bw + cp.l2_writeback * 60 * 2**20 / bw
+    assert kernel_cost(Copy(nbytes), chip).time_ns == pytest.approx(expected, abs=2)
+    mp = load_profile("triton-moska-merge").params("h200")
+    op = LseMerge(1, 32, 128, 80, "fp32")
+    bw = 4800e9 * mp.mem_fraction / 1e9
+    memory = op.min_bytes / bw + mp.l2_writeback * min(op.min_bytes, 60 * 2**20) / bw
+    chain = 80 * mp.serial_latency_ns  # one dependent load per partial
+    p = mp.overlap_p
+    expected = mp.fixed_ns + (chain**p + memory**p) ** (1 / p)
+    assert kernel_cost(op, chip).time_ns == pytest.approx(expected, abs=2)
+
+
+def test_transfer_is_fixed_plus_latency_plus_bytes_over_achieved_bandwidth():
+    link = load_link("nvlink4")
+    assert link.bandwidth_GBps < link.spec_bandwidth_GBps  # NCCL reaches less than the datasheet
+    nbytes = 64 << 20
+    expected = link.fixed_ns + link.latency_ns + nbytes / link.bandwidth_GBps
+    assert transfer_cost(Transfer(nbytes), link).time_ns == math.ceil(expected)
+
+
+def test_skinny_gemm_no_longer_gets_cheaper_as_m_grows():
+    """The old model split K below a tile threshold and priced n 4096, k 1024 at m 256 above m 512."""
+    chip = load_chip("h200")
+    times = [kernel_cost(Gemm(m, 4096, 1024), chip).time_ns for m in (64, 128, 256, 512, 1024)]
+    assert times == sorted(times)
+
+
+def test_sdpa_over_batched_queries_is_bound_by_its_few_blocks():
+    """SDPA's FlashAttention forward gives each KV head ceil(4B / 128) blocks of 128 padded rows and no KV
+    split: 8 blocks from B = 1 to 32, so the time is one block's compute over the whole KV, flat in B."""
+    chip = _burst("h200")
+    prof = load_profile("sdpa-shared")
+    p = prof.params("h200")
+    tokens = 1 << 18
+    one_block = 4 * 128 * tokens * 128 / (989.4e12 / 132 * p.mma_fraction) * 1e9
+    times = [kernel_cost(SharedAttention(**HEADS, dtype="bf16", batch=b, kv_tokens=tokens), chip, prof).time_ns
+             for b in (1, 8, 32)]
+    assert max(times) - min(times) < 0.01 * min(times)
+    assert times[0] >= p.fixed_ns + one_block * 0.99
+
+
+def test_kernel_profiles_price_the_same_op_differently():
+    chip = _burst("h200")
+    op = SharedAttention(**HEADS, dtype="bf16", batch=512, kv_tokens=1 << 20)
+    triton, sdpa = (kernel_cost(op, chip, name).time_ns for name in ("triton-moska-shared", "sdpa-shared"))
+    assert triton != sdpa
+    assert kernel_cost(op, chip).detail["profile"] == "triton-moska-shared"  # the default
 
 
 def test_grouped_equals_dense_when_every_chunk_has_the_whole_batch():
@@ -120,7 +174,7 @@ def test_grouped_equals_dense_when_every_chunk_has_the_whole_batch():
     assert grouped.flops == dense.flops
     assert grouped.min_bytes == pytest.approx(dense.min_bytes)
     ratio = kernel_cost(grouped, H100).time_ns / kernel_cost(dense, H100).time_ns
-    assert 0.9 < ratio < 1.5  # chunk-bounded splits and a combine cost a little more
+    assert 0.9 < ratio < 1.5
 
 
 def test_sparsity_cuts_shared_work():

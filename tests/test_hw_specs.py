@@ -79,5 +79,8 @@ def test_bad_op_arguments_name_field(make, field):
 
 
 def test_links_and_dtypes():
-    assert load_link("ib-ndr").bandwidth_GBps == 50
+    ib = load_link("ib-ndr")
+    assert ib.spec_bandwidth_GBps == 50  # ConnectX-7 NDR 400 Gb/s
+    assert 30 < ib.bandwidth_GBps < 50 and ib.fixed_ns > 0  # what NCCL reaches (fitted to Vidur's send/recv)
+    assert "held-out" in ib.fit
     assert dtype_bytes("fp8") == 1 and dtype_bytes("bf16") == 2

@@ -439,7 +439,12 @@ def test_compare_rows() -> None:
     runs = [{"label": "a", "summary": _summary()}, {"label": "b", "summary": {}}]
     rows = compare_rows(runs)
     assert [r["config"] for r in rows] == ["a", "b"]
-    assert "cost ($/M tokens)" not in rows[0] and "memory (GiB)" not in rows[0]
+    assert "cost ($/M tokens)" not in rows[0] and "HBM free, unique (GiB)" not in rows[0]
+    with_memory = _summary()
+    with_memory["memory"] = {"replica_hbm_gib": 80.0, "weights_gib": 16.0,
+                             "resident_shared_gib": 0.5, "peak_kv_gib": 31.5}
+    (row,) = compare_rows([{"label": "h100", "summary": with_memory}])
+    assert row["HBM free, unique (GiB)"] == pytest.approx(32.0)
     assert rows[0]["util unique"] == pytest.approx((0.71 + 0.65 + 0.4) / 3)
     assert rows[1]["util links"] is None
 
@@ -576,12 +581,17 @@ def test_compare_report_gives_failure_reasons_and_links(tmp_path: Path) -> None:
     bad.mkdir(parents=True)
     (bad / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"
                                    "ValueError: cluster.shared: 70 GiB per node does not fit\n")
+    cfg = tmp_path / "runs" / "cfg"
+    cfg.mkdir(parents=True)
+    (cfg / "error.txt").write_text("workload.arrivals.rate_per_s: expected a number > 0\n"
+                                   "  (from variant cfg)\n")
     outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
     outside.mkdir()
     (outside / "report.html").write_text("<html></html>")
     runs = [
         {"label": "ok", "summary": _summary("ok"), "requests_csv": csv_path},
         {"label": "bad", "summary": {"system": "moska"}},
+        {"label": "cfg", "summary": {"system": "moska"}},
         {"label": "far", "summary": _summary("far"), "out_dir": outside},
     ]
     write_compare_report(tmp_path, runs, None)
@@ -591,4 +601,66 @@ def test_compare_report_gives_failure_reasons_and_links(tmp_path: Path) -> None:
     assert "elsewhere" not in md  # a report never links out of its folder
     row = next(line for line in md.splitlines() if line.startswith("| bad |"))
     assert "| failed | ValueError: cluster.shared: 70 GiB per node does not fit |" in row
-    assert "- Failed: bad: ValueError: cluster.shared: 70 GiB per node does not fit." in md
+    assert "- Failed: bad: ValueError: cluster.shared: 70 GiB per node does not fit; cfg: " \
+           "workload.arrivals.rate_per_s: expected a number > 0." in md
+
+
+def test_load_sweep_table_names_its_axis_and_counts_points_past_saturation() -> None:
+    from sim.report.compare_report import saturation_rows
+
+    sweep = {
+        "closed (x = concurrency)": {"axis": "concurrency",
+                                     "offered_rate_per_s": [1, 2, 4, 8, 16, 32],
+                                     "throughput_tokens_per_s": [20, 40, 78, 90, 92, None],
+                                     "main_run_x": 32},
+        "open": {"axis": "rate", "offered_rate_per_s": [1.0, 2.0, 4.5],
+                 "throughput_tokens_per_s": [200, 400, 900]},
+    }
+    closed, open_ = saturation_rows(sweep)
+    assert closed == {"config": "closed (x = concurrency)",
+                      "load axis": "concurrency (closed loop)", "points": 6,
+                      "peak throughput (tok/s)": 92.0, "at load": 16, "saturates at": 8,
+                      "past saturation": "3 of 6 points; 1 without result", "main run at": 32}
+    assert open_["load axis"] == "requests/s" and open_["saturates at"] == "not in range"
+    assert open_["past saturation"] == "none" and open_["at load"] == 4.5
+    text = format_table_text([closed, open_])
+    assert "saturates at (req/s)" not in text  # the unit is the row's load axis
+
+
+def test_load_sweep_figure_keeps_points_past_saturation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sim.report import plots
+
+    figures = _captured_figures(monkeypatch)
+    plots.plot_load_sweep({"c": {"axis": "concurrency",
+                                 "offered_rate_per_s": [1, 2, 4, 8, 16, 32],
+                                 "throughput_tokens_per_s": [20, 40, 78, 80, 82, None],
+                                 "p99_tpot_ms": [5, 6, 9, 20, 45, None], "main_run_x": 32}})
+    (fig,) = figures
+    ax_t = fig.get_axes()[0]
+    hollow = [(x, y) for ln in ax_t.get_lines() if ln.get_markerfacecolor() == "white"
+              for x, y in zip(ln.get_xdata(), ln.get_ydata()) if np.isfinite(y)]
+    assert hollow == [(16.0, 82.0)]  # past the knee at 8: drawn hollow, not hidden
+    crosses = [ln for ln in ax_t.get_lines() if ln.get_marker() == "x"]
+    assert [list(ln.get_xdata()) for ln in crosses] == [[32.0]]  # no result: marked, not a gap
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"past saturation", "no result", "main run's load"} <= set(legend)
+
+
+def test_terminal_table_wraps_column_names_to_fit() -> None:
+    rows = [{"config": "moska-paper-nodes", "peak throughput (tok/s)": 93.0,
+             "TTFT p99 (ms)": 71000.0, "util shared": 0.946, "past saturation": "3 of 4 points"},
+            {"config": "shared_gemm", "peak throughput (tok/s)": 36.5,
+             "TTFT p99 (ms)": 277000.0, "util shared": None, "past saturation": "none"}]
+    plain = format_table_text(rows)
+    assert len(plain.splitlines()[0]) > 80
+    narrow = format_table_text(rows, max_width=80)
+    lines = narrow.splitlines()
+    assert max(len(line) for line in lines) <= 80 < max(len(line) for line in plain.splitlines())
+    rule = next(i for i, line in enumerate(lines) if set(line.replace(" ", "")) == {"-"})
+    assert rule == 3  # 'peak / throughput / (tok/s)' on three header lines
+    header_words = " ".join(lines[:rule]).split()
+    for name in rows[0]:
+        assert all(word in header_words for word in name.split())
+    # the data lines are the same cells, only columns narrower
+    assert lines[rule + 1].split() == plain.splitlines()[2].split()
+    assert format_table_text(rows, max_width=500) == plain  # fits: unchanged

@@ -90,6 +90,10 @@ def test_bottleneck_is_the_busiest_kind_and_says_what_it_does():
     # 58.2 of 97 s are prefill jobs (60%), the rest (38.8 s, 40%) attention kernels
     assert "of its 97.0 s busy, 58.2 s (60%) are prefill jobs" in b.activity
     assert "38.8 s (40%) batched shared-attention kernels" in b.activity
+    # mostly prefill: the verdict says why moska-sim analyze (decode only) predicts more
+    assert "moska-sim analyze models decode only" in b.activity
+    s = _summary(shared_nodes={"shared0": {"prefill_busy_s": 9.7}})
+    assert "analyze" not in find_bottleneck(s).activity
     assert b.others == {"unique": 0.13, "link": 0.01}
 
 
@@ -191,9 +195,9 @@ def test_run_verdict_text():
                           "nodes, at capacity")
     assert v.lines[0] == ("Throughput 1,500 tokens/s (7.50 requests/s); TTFT p50 180 ms / p99 "
                           "800 ms; TPOT p50 27.5 ms / p99 56.5 ms.")
-    assert v.lines[1].startswith("Bottleneck: shared nodes (busiest shared0 97.0% busy, mean "
-                                 "over 2 96.0%; busiest of the others: links 1%, unique nodes "
-                                 "13%); of its 97.0 s busy")
+    assert v.lines[1].startswith("Bottleneck: shared nodes (busiest shared0 97.0% busy, the 2 "
+                                 "on average 96.0%; busiest of the others: links 1%, unique "
+                                 "nodes 13%); of its 97.0 s busy")
     assert v.lines[2] == ("A decode token takes 27.9 ms on average: queueing 14.0 ms (50%), "
                           "prefill_stall 6.30 ms (23%), shared_attention 5.50 ms (20%).")
     assert v.lines[3].startswith("Load: at capacity: ")
@@ -281,7 +285,13 @@ def test_memory_without_shared_capacity_or_for_baselines():
     assert len(memory_rows(base)) == 1
     assert shared_kv_fit(base).startswith("The shared KV (16.0 GiB) is resident on every "
                                           "unique replica and fits")
-    assert "its own copy" in shared_kv_fit(_summary(system="vanilla"))
+    # no copy anywhere: read off the figures, not the system's name
+    copies = _summary(system="a_new_system", sharing={"shared_prompt_tokens": 10**9})
+    copies["memory"] = {**copies["memory"], "resident_shared_gib": 0.0,
+                        "shared_kv_per_shared_node_gib": 0.0}
+    assert "each request holds its own copy" in shared_kv_fit(copies)
+    copies["sharing"] = {"shared_prompt_tokens": 0}
+    assert shared_kv_fit(copies).startswith("No shared corpus")
     assert memory_rows({}) == [] and shared_kv_fit({}) is None
 
 

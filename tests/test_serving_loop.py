@@ -35,6 +35,8 @@ def _interpret(monkeypatch):
 def small_config(system: str, backend: str = "triton", **kw) -> EngineConfig:
     base = {"system": system, "backend": backend, "shared_tokens": 200, "chunk_tokens": 32,
             "keep_fraction": 0.25, "unique_max": 12, "output_max": 5, "max_batch": 3, "seed": 3}
+    if backend == "torch":
+        base["glue"] = "torch"
     base.update(kw)
     return EngineConfig(**base)
 
@@ -68,9 +70,10 @@ def reference_tokens(engine: DecodeEngine, load: LoadSpec, rid: int, n_unique: i
     return out, logits[0]
 
 
-@pytest.mark.parametrize("system", ["moska", "shared_gemm"])
-def test_continuous_batching_gives_each_request_its_reference_tokens(system):
-    engine = DecodeEngine.build(small_config(system))
+@pytest.mark.parametrize(("system", "glue"),
+                         [("moska", "fused"), ("shared_gemm", "fused"), ("moska", "torch")])
+def test_continuous_batching_gives_each_request_its_reference_tokens(system, glue):
+    engine = DecodeEngine.build(small_config(system, glue=glue))
     rec = run_load(engine, CLOSED, keep_tokens=True)
     # requests joined and left between steps: more than one distinct batch composition
     assert len(rec.requests) == 5 and min(rec.step_batch) >= 1 and max(rec.step_batch) == 3
@@ -88,6 +91,58 @@ def test_last_step_logits_equal_the_dense_reference():
     want, logits = reference_tokens(engine, load, 0, 7, 4)
     assert rec.requests[0].tokens == want
     torch.testing.assert_close(engine.last_logits[0], logits, atol=1e-4, rtol=1e-4)
+
+
+def test_fused_glue_kernels_equal_the_reference_ops():
+    """fp32: the fused norm, SwiGLU and RoPE + KV append equal the model's modules; the fused router
+    equals route() (ties included) and its dispatch equals build_dispatch pair for pair and tile for
+    tile."""
+    from traces.capture.model import PRESETS, RMSNorm, apply_rope, rope_inv_freq
+    from traces.capture.router import build_dispatch
+    from traces.serving import fused
+
+    gen = torch.Generator().manual_seed(0)
+    x, r = torch.randn(5, 64, generator=gen), torch.randn(5, 64, generator=gen)
+    norm = RMSNorm(64, 1e-5)
+    norm.weight.data = torch.randn(64, generator=gen)
+    y, res = fused.add_rms_norm(x, norm.weight, 1e-5, r)
+    assert torch.equal(res, x + r)
+    torch.testing.assert_close(y, norm(x + r).detach(), atol=1e-6, rtol=1e-6)
+    gu = torch.randn(3, 40, generator=gen)
+    torch.testing.assert_close(fused.silu_mul(gu),
+                               torch.nn.functional.silu(gu[:, :20]) * gu[:, 20:])
+    inv = rope_inv_freq(PRESETS["tiny"])
+    cos, sin = fused.rope_tables(inv, 300, torch.device("cpu"))
+    b, hq, hk, d = 3, 4, 2, 16
+    qkv = torch.randn(b, (hq + 2 * hk) * d, generator=gen)
+    lens, slots = torch.tensor([3, 7, 0]), torch.tensor([2, 0, 1])
+    kc = torch.zeros(4, hk, 10, d)
+    vc = torch.zeros_like(kc)
+    q = fused.rope_append(qkv, cos, sin, lens, slots, kc, vc, 100, hq, hk, d)
+    pos = 100 + lens
+    torch.testing.assert_close(q, apply_rope(qkv[:, :hq * d].view(b, hq, d), pos, inv))
+    torch.testing.assert_close(kc[slots, :, lens],
+                               apply_rope(qkv[:, hq * d:(hq + hk) * d].view(b, hk, d), pos, inv))
+    assert torch.equal(vc[slots, :, lens], qkv[:, (hq + hk) * d:].view(b, hk, d))
+    assert kc[3].abs().sum() == 0  # nothing written outside the rows' slots
+    for batch, n, k in [(5, 8, 2), (7, 37, 9), (3, 128, 32), (1, 4, 4)]:
+        scores = torch.randn(batch, 2, n, generator=gen)
+        scores[0, 0, :3] = scores[0, 0, 3]  # a four-way tie: lower ids first
+        order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+        want_sel = torch.sort(order[..., :k], dim=-1).values.to(torch.int32)
+        sel, slot_of = fused.route_topk(scores, k)
+        assert torch.equal(sel, want_sel)
+        for ppt in (1, 2, 4):
+            want, got = build_dispatch(sel, n, ppt), fused.dispatch(slot_of, k, ppt)
+            assert torch.equal(got.pair_order, want.pair_order)
+            assert torch.equal(got.counts, want.counts)
+
+            def tiles(dsp):
+                m = dsp.tile_expert >= 0
+                return list(zip(dsp.tile_expert[m].tolist(), dsp.tile_first[m].tolist(),
+                                dsp.tile_count[m].tolist()))
+
+            assert tiles(got) == tiles(want) and got.max_tiles >= want.max_tiles
 
 
 def test_triton_and_torch_backends_make_the_same_tokens():
@@ -171,11 +226,17 @@ def test_measurement_file_round_trips_and_errors_name_the_field(tmp_path):
         read_measurement(tmp_path / "bad2.json")
 
 
-def test_clear_errors():
+def test_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match="system"):
         small_config("vanilla").check()
     with pytest.raises(ValueError, match="chunk_tokens"):
         small_config("moska", chunk_tokens=400).check()
+    with pytest.raises(ValueError, match="needs backend 'triton'"):
+        small_config("moska", backend="torch", glue="fused").check()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        small_config("moska").check()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     engine = DecodeEngine.build(small_config("moska", backend="torch", context="projected"))
     with pytest.raises(ValueError, match="sized for"):
         run_load(engine, LoadSpec(kind="closed_loop", requests=1, unique_min=1, unique_max=99,
@@ -195,6 +256,7 @@ def _rank_main(rank: int, port: int, result_path: str) -> None:
     from traces.serving.shared_side import RemoteSharedSide, SharedMeta, serve_shared
 
     os.environ["TRITON_INTERPRET"] = "1"
+    torch.set_num_threads(1)  # two processes on a small CI machine: no thread oversubscription
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=2)
     cfg = small_config("moska", backend="torch")

@@ -1,23 +1,8 @@
-"""Calibration of hw chip factors against GPU kernel times recorded in moska traces.
+"""Calibration of hw against measured GPU kernel and link times.
 
-kernels: measured kernel -> hw ops that price what was timed; pricing: hw's tile model without
-the phases the reference does not launch; fit: bounded Nelder-Mead over ChipSpec factors;
-errors: relative-error summaries; preset: write the fitted chip as a new preset; cli: the command.
+datasets: probe files, Vidur's H100 profiles and moska traces as samples tagged train / held out;
+profile_fit: fit kernel profiles and links on the training samples, report held-out error, refuse a
+fit that is worse held out than the uncalibrated model; kernels: what each traced kernel is priced
+as; fit: the bounded Nelder-Mead; errors: error summaries; preset / cli: writing and the command.
+Submodules are imported where used (``from sim.calibration.cli import calibrate_main``).
 """
-
-from sim.calibration.cli import Calibration, calibrate, calibrate_main
-from sim.calibration.fit import DEFAULT_FACTORS, FACTORS, FitResult
-from sim.calibration.kernels import KernelModel, MeasuredKernel, measured_kernels, predict_all
-
-__all__ = [
-    "DEFAULT_FACTORS",
-    "FACTORS",
-    "Calibration",
-    "FitResult",
-    "KernelModel",
-    "MeasuredKernel",
-    "calibrate",
-    "calibrate_main",
-    "measured_kernels",
-    "predict_all",
-]

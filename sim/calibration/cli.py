@@ -1,258 +1,307 @@
-"""`moska-sim calibrate TRACE... --chip NAME`: hw's predicted kernel times vs a GPU trace, before and after fitting.
+"""`moska-sim calibrate INPUT...`: fit kernel profiles and links on training shapes, report held-out error.
 
-Prints median and p90 relative error per kernel kind before and after fitting a few ChipSpec
-factors; ``--write`` stores the fitted chip as a new preset. User errors (bad trace, unknown chip,
-a trace without kernel times, an existing preset) print one line and return 2.
+Inputs, any mix of:
+
+* a probe file (``*.probe.json``, from ``moska-sim probe``);
+* a folder of Vidur's H100 profiles (``hw/measurements/vidur-h100``: GEMMs and NCCL send/recv);
+* moska GPU traces (``*.trace.npz``): the last one given is held out, the others train.
+
+For each (kernel profile, chip) the fit uses the training shapes only; the tables show the error
+on the held-out shapes, before (the uncalibrated model: the old presets' chip-wide numbers) and
+after, per op kind (sim/calibration/datasets.py says which shapes are held out). A fit whose
+held-out median error is worse than the uncalibrated model's for any op kind is refused: exit 2,
+nothing written. ``--write`` stores the fitted entries, with their held-out figures, in the kernel
+profiles (``hw/profiles/*.yaml``) and the link fits in ``hw/presets/links.yaml``.
+User errors print one ``error:`` line naming the file or field and return 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import shlex
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import yaml
 
+from hw import profiles as hw_profiles
 from hw.errors import HardwareError
-from hw.specs import PRESET_DIR, ChipSpec, load_chip
-from sim.calibration.errors import ALL, ErrorStats, stats_by_kind
-from sim.calibration.fit import DEFAULT_FACTORS, FACTORS, OBJECTIVES, FitResult, fit
-from sim.calibration.kernels import MeasuredKernel, measured_kernels, predict_all
-from sim.calibration.preset import write_preset
+from hw.profiles import DEFAULT_ENTRY, PROFILE_DIR, KernelProfile, profile_to_dict
+from hw.specs import PRESET_DIR, load_chip
+from sim.calibration.datasets import (
+    VIDUR_MLP,
+    DatasetError,
+    LinkSample,
+    Sample,
+    probe_samples,
+    send_recv_samples,
+    vidur_gemm_samples,
+)
+from sim.calibration.errors import ErrorStats
+from sim.calibration.kernels import trace_samples
+from sim.calibration.profile_fit import (
+    CalibrationReport,
+    HeldOutWorse,
+    LinkFit,
+    calibrate_profiles,
+    check_held_out,
+    fit_link,
+    shipped_links,
+)
 from traces.io import read_trace
-from traces.schema import Trace, TraceError
+from traces.probe_format import ProbeError
+from traces.schema import TraceError
 
 
 class CalibrationError(ValueError):
     """A user-facing problem with the inputs; the message names the file or field."""
 
 
-@dataclass(frozen=True)
-class TraceInput:
-    """One trace read for calibration, under the path it was given as."""
+@dataclasses.dataclass
+class Inputs:
+    """What the command read: kernel samples and link samples, and a line per input."""
 
-    path: str
-    trace: Trace
-
-    def describe(self) -> str:
-        h = self.trace.header
-        return f"{self.path} ({h.device}, {h.dtype}, {self.trace.n_records} records)"
+    samples: list[Sample]
+    links: list[LinkSample]
+    described: list[str]
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """Everything one calibration produced (what the table and the JSON show)."""
+def read_inputs(paths: list[Path], chip: str | None = None) -> Inputs:
+    """Read every input; traces: the last one is held out."""
+    samples: list[Sample] = []
+    links: list[LinkSample] = []
+    described = []
+    traces = [p for p in paths if p.name.endswith(".npz")]
+    for path in paths:
+        if path.is_dir():
+            if not (path / VIDUR_MLP).exists():
+                raise CalibrationError(f"{path}: a folder input must hold Vidur's {VIDUR_MLP} (and send_recv csv)")
+            got = vidur_gemm_samples(path, chip or "h100-sxm")
+            sr = send_recv_samples(path)
+            samples += got
+            links += sr
+            described.append(f"{path}: Vidur H100 profiles, {len(got)} GEMMs, {len(sr)} send/recv")
+        elif path.name.endswith(".json"):
+            got = probe_samples(path, chip)
+            samples += got
+            described.append(f"{path}: probe, {len(got)} priced records on {got[0].chip if got else '?'}")
+        elif path.name.endswith(".npz"):
+            trace = read_trace(path)
+            h = trace.header
+            if h.capture.get("backend") not in (None, "triton"):
+                raise CalibrationError(f"{path}: header field 'capture.backend' is {h.capture.get('backend')!r}: "
+                                       f"only the Triton kernels' launches are modelled")
+            if not any(r.kernel_ns for r in trace.records):
+                raise CalibrationError(f"{path}: field 'kernel_ns': no measured kernel times (a CPU or --no-timing "
+                                       f"capture); calibration needs a GPU trace")
+            name = chip or h.chip_hint
+            if not name:
+                raise CalibrationError(f"{path}: header field 'chip_hint' is empty; pass --chip NAME")
+            held = path == traces[-1]
+            got = trace_samples(trace, str(path), name, load_chip(name).sm_count, held)
+            samples += got
+            described.append(f"{path}: trace on {h.device}, {len(got)} priced kernels, "
+                             f"{'held out' if held else 'training'}")
+        else:
+            raise CalibrationError(f"{path}: expected a probe file (*.probe.json), a moska trace (*.trace.npz) "
+                                   f"or a folder of Vidur profiles")
+    return Inputs(samples, links, described)
 
-    traces: list[TraceInput]
-    base: ChipSpec
-    kernels: list[MeasuredKernel]
-    fit_count: int
-    result: FitResult
-    before: dict[str, ErrorStats]
-    after: dict[str, ErrorStats]
-    warnings: list[str]
-    objective: str = "mean"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "traces": [{"path": t.path, "device": t.trace.header.device, "dtype": t.trace.header.dtype,
-                        "records": t.trace.n_records} for t in self.traces],
-            "chip": self.base.name,
-            "kernels": len(self.kernels),
-            "fitted_on": self.fit_count,
-            "kinds": {k: {"before": self.before[k].to_dict(), "after": self.after[k].to_dict()}
-                      for k in self.before},
-            "factors": {name: {"preset": self.result.base[name], "fitted": self.result.fitted[name],
-                               "constrained": self.result.constrained[name]} for name in self.result.fitted},
-            "objective": {"kind": self.objective, "before": self.result.objective_before,
-                          "after": self.result.objective_after, "evaluations": self.result.evaluations},
-            "warnings": list(self.warnings),
-        }
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _row(s: ErrorStats) -> str:
+    return f"{_pct(s.median)} | {_pct(s.p90)}"
+
+
+def render(inputs: Inputs, report: CalibrationReport | None, link_fits: list[LinkFit]) -> str:
+    """The held-out tables (Markdown-compatible)."""
+    lines = ["calibrate: " + "; ".join(inputs.described), ""]
+    if report:
+        lines += [("| chip | op kind | train | held out | median before | p90 before | median after | p90 after "
+                   "| pred/meas after |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for k in report.kinds:
+            lines.append(f"| {k.chip} | {k.kind} | {k.train_n} | {k.after.n} | {_row(k.before)} | {_row(k.after)} "
+                         f"| {k.after.median_ratio:.2f} |")
+        lines += ["", ("| profile | chip | train | fixed_ns | mem_fraction | mma_fraction | cta_bandwidth_GBps "
+                       "| overlap_p | serial_latency_ns | l2_writeback | kv_reuse |"), "|---|---|---:|" + "---:|" * 8]
+        for f in report.fits:
+            p = f.params
+            lines.append(f"| {f.profile} | {f.chip} | {f.train_n} | {p.fixed_ns:.0f} | {p.mem_fraction:.3f} "
+                         f"| {p.mma_fraction:.3f} | {p.cta_bandwidth_GBps:.4g} | {p.overlap_p:.3g} "
+                         f"| {p.serial_latency_ns:.0f} | {p.l2_writeback:.3f} | {p.kv_reuse:.3g} |")
+        if report.ratios:
+            lines += ["", "sustained / burst compute ratio: "
+                      + ", ".join(f"{c} {r:.3f}" for c, r in report.ratios.items())]
+    if link_fits:
+        lines += ["", ("| link | held-out sizes | median before | p90 before | median after | p90 after | fixed_ns "
+                       "| bandwidth_GBps |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for lf in link_fits:
+            lines.append(f"| {lf.link} | {lf.after.n} | {_row(lf.before)} | {_row(lf.after)} | {lf.fixed_ns:.0f} "
+                         f"| {lf.bandwidth_GBps:.1f} |")
+    return "\n".join(lines)
+
+
+def _heldout_dict(report: CalibrationReport, profile: str, chip: str) -> dict[str, Any]:
+    kinds = {s.kind for s in report.samples if s.profile == profile and s.chip == chip}
+    out = {}
+    for k in report.kinds:
+        if k.chip == chip and k.kind in kinds and k.after.n:
+            out[k.kind] = {"n": k.after.n, "median_before": round(k.before.median, 4),
+                           "median": round(k.after.median, 4), "p90": round(k.after.p90, 4)}
+    return out
+
+
+def write_profiles(report: CalibrationReport, command: str, profile_dir: Path, default_from: str | None) -> list[Path]:
+    """Write each fitted profile (its new entries with held-out figures) as hw/profiles/<name>.yaml."""
+    written = []
+    fitted_names = sorted({f.profile for f in report.fits})
+    for name in fitted_names:
+        prof: KernelProfile = report.profiles[name]
+        for f in (f for f in report.fits if f.profile == name):
+            entry = dataclasses.replace(f.params, heldout=_heldout_dict(report, name, f.chip),
+                                        source=f"fitted by `{command}` on {f.train_n} training kernels")
+            prof = prof.with_params(f.chip, entry)
+        prof = dataclasses.replace(prof, source=f"entries fitted by `{command}` (each entry says on what)")
+        if default_from and default_from in dict(prof.chips):
+            src = dict(prof.chips)[default_from]
+            prof = prof.with_params(DEFAULT_ENTRY, dataclasses.replace(
+                src, heldout={}, source=f"assumed for chips never measured: a copy of the {default_from} entry"))
+        body = profile_to_dict(prof)
+        path = Path(profile_dir) / f"{name}.yaml"
+        text = (f"# Kernel profile (hw/profiles.py). Entries written by `{command}`;\n"
+                f"# re-run it rather than editing numbers by hand.\n")
+        path.write_text(text + yaml.safe_dump(body, sort_keys=False, width=110))
+        written.append(path)
+    hw_profiles.clear_cache()
+    return written
+
+
+def write_links(link_fits: list[LinkFit], command: str, preset_dir: Path) -> Path:
+    """Update the fitted links in hw/presets/links.yaml (other links and fields are kept)."""
+    path = Path(preset_dir) / "links.yaml"
+    data = yaml.safe_load(path.read_text())
+    for lf in link_fits:
+        body = data["links"][lf.link]
+        body["fixed_ns"] = round(lf.fixed_ns, 1)
+        body["bandwidth_GBps"] = round(lf.bandwidth_GBps, 2)
+        body["fit"] = (f"{command}: held-out median {_pct(lf.after.median)}, p90 {_pct(lf.after.p90)} "
+                       f"over {lf.after.n} message sizes")
+    head = [ln for ln in path.read_text().splitlines() if ln.startswith("#")]
+    path.write_text("\n".join(head) + "\n" + yaml.safe_dump(data, sort_keys=False, width=140))
+    from hw import specs
+
+    specs._link_presets.cache_clear()
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="moska-sim calibrate",
-        description="Compare hw's predicted time of every measured kernel of a GPU trace with the "
-                    "measurement, fit chip factors, and optionally write them as a new preset. "
-                    "Method: docs/calibration.md.",
+        description="Fit hw's kernel profiles and links to measured times on training shapes and report the "
+                    "error on held-out shapes, per op kind, before and after. Method: docs/calibration.md; "
+                    "figures: docs/fidelity.md.",
     )
-    p.add_argument("traces", type=Path, nargs="+", metavar="TRACE",
-                   help="moska-trace file(s) with kernel times (captured on a GPU); several are fitted together")
-    p.add_argument("--chip", help="base chip preset (default: the first trace header's chip_hint)")
-    p.add_argument("--fit", default=",".join(DEFAULT_FACTORS),
-                   help=f"comma-separated factors to fit, from {', '.join(FACTORS)} "
-                        f"(default {','.join(DEFAULT_FACTORS)}); 'none' only compares the chip as it is")
-    p.add_argument("--objective", choices=OBJECTIVES, default="mean",
-                   help="per-kind reduction of |log(pred/meas)| that the fit minimises (default mean)")
-    p.add_argument("--max-fit", type=int, default=256,
-                   help="fit on at most this many kernels per kind and trace, evenly spaced through it; "
-                        "errors are always reported on all of them (default 256)")
-    p.add_argument("--write", action="store_true", help="write the fitted chip as a new preset")
-    p.add_argument("--name", help="name of the new preset (default <chip>-calibrated)")
-    p.add_argument("--preset-dir", type=Path, default=PRESET_DIR,
-                   help="folder to write the preset into (default the package's hw/presets)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing preset of that name")
-    p.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
+    p.add_argument("inputs", type=Path, nargs="*", metavar="INPUT",
+                   help="probe files (*.probe.json), a Vidur profile folder, or moska traces (*.trace.npz; the last "
+                        "one is held out)")
+    p.add_argument("--chip", help="chip preset the measurements are of (default: from each input)")
+    p.add_argument("--write", action="store_true",
+                   help="store the fitted profile entries (hw/profiles) and links (hw/presets/links.yaml)")
+    p.add_argument("--default-from", metavar="CHIP",
+                   help="with --write: also make CHIP's fitted entry each profile's 'default' (chips never measured)")
+    p.add_argument("--profile-dir", type=Path, default=PROFILE_DIR, help="where --write puts profiles")
+    p.add_argument("--preset-dir", type=Path, default=PRESET_DIR, help="where --write finds links.yaml")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--fidelity", action="store_true",
+                   help="fit nothing: print docs/fidelity.md's table, the shipped model's error on the shipped "
+                        "measurements (with --write: update docs/fidelity.md)")
+    p.add_argument("--doc", type=Path, default=DOC, help="with --fidelity --write: the file to update")
     return p
 
 
-def _fit_subset(kernels: list[MeasuredKernel], per_kind: int) -> list[MeasuredKernel]:
-    """At most ``per_kind`` kernels of each kind of each trace, evenly spaced (deterministic)."""
-    out: list[MeasuredKernel] = []
-    for key in dict.fromkeys((k.source, k.kind) for k in kernels):
-        group = [k for k in kernels if (k.source, k.kind) == key]
-        if len(group) > per_kind:
-            idx = np.unique(np.linspace(0, len(group) - 1, per_kind).round().astype(int))
-            group = [group[i] for i in idx]
-        out.extend(group)
-    return out
+DOC = Path(__file__).resolve().parents[2] / "docs" / "fidelity.md"
 
 
-def _trace_warnings(trace: Trace, path: str, chip: ChipSpec) -> list[str]:
-    h = trace.header
-    warnings = []
-    timed = h.capture.get("timed_layers")
-    gap_free = h.capture.get("timed_layers_gap_free")
-    if isinstance(timed, int) and isinstance(gap_free, int) and gap_free < timed:
-        warnings.append(f"{path}: capture.timed_layers_gap_free: {timed - gap_free} of {timed} timed layers "
-                        f"caught the GPU idle before all launches were queued; their times include host "
-                        f"launch gaps (recapture with a larger --sleep-cycles)")
-    if h.chip_hint and not chip.name.startswith(h.chip_hint):  # h100-sxm-calibrated fits h100-sxm
-        warnings.append(f"{path}: header chip_hint is {h.chip_hint!r} but calibrating chip {chip.name!r}")
-    return warnings
+def fidelity_main(args: argparse.Namespace) -> int:
+    """``--fidelity``: print (and with --write store) the generated table of docs/fidelity.md."""
+    from sim.calibration.fidelity import render, update_doc
 
-
-def _read(path: Path) -> TraceInput:
-    """Read one trace and check it can be calibrated against (Triton backend, kernel times)."""
-    src = str(path)
-    trace = read_trace(path)
-    h = trace.header
-    backend = h.capture.get("backend")
-    if backend not in (None, "triton"):
-        raise CalibrationError(
-            f"{src}: header field 'capture.backend' is {backend!r}: only the Triton kernels' launches are "
-            f"modelled (the torch backend loops over chunks in Python); recapture with --backend triton")
-    if not any(r.kernel_ns for r in trace.records):
-        raise CalibrationError(
-            f"{src}: field 'kernel_ns': no measured kernel times in any of its {trace.n_records} records "
-            f"(captured on {h.device!r}; a CPU or --no-timing capture); calibration needs a GPU trace")
-    return TraceInput(src, trace)
-
-
-def calibrate(trace_paths: Path | Sequence[Path], chip_name: str | None,
-              factors: tuple[str, ...] = DEFAULT_FACTORS, objective: str = "mean",
-              max_fit: int = 256) -> Calibration:
-    """Read the trace(s), price every measured kernel on the base chip, fit, and price again."""
-    paths = [trace_paths] if isinstance(trace_paths, (str, Path)) else list(trace_paths)
-    if max_fit < 1:
-        raise CalibrationError(f"--max-fit: expected a whole number >= 1, got {max_fit}")
-    inputs = [_read(Path(p)) for p in paths]
-    name = chip_name or inputs[0].trace.header.chip_hint
-    if not name:
-        raise CalibrationError(f"{inputs[0].path}: header field 'chip_hint' is empty; pass --chip NAME")
-    base = load_chip(name)
-    kernels = [k for t in inputs for k in measured_kernels(t.trace, base, source=t.path)]
-    subset = _fit_subset(kernels, max_fit)
-    result = fit(subset, base, factors, objective)
-    meas = np.array([k.measured_ns for k in kernels])
-    kinds = [k.kind for k in kernels]
-    return Calibration(
-        traces=inputs, base=base, kernels=kernels, fit_count=len(subset), result=result,
-        before=stats_by_kind(kinds, predict_all(kernels, base), meas),
-        after=stats_by_kind(kinds, predict_all(kernels, result.chip), meas),
-        warnings=[w for t in inputs for w in _trace_warnings(t.trace, t.path, base)],
-        objective=objective,
-    )
-
-
-def _pct(x: float) -> str:
-    return "-" if np.isnan(x) else f"{100 * x:.1f}%"
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def render(cal: Calibration) -> str:
-    """The before/after error table and the factor table, as plain text (Markdown-compatible)."""
-    r = cal.result
-    title = (f"calibrate {'; '.join(t.describe() for t in cal.traces)} on chip {cal.base.name}: "
-             f"{len(cal.kernels)} measured kernels, fitted on {cal.fit_count}")
-    columns = ("kernel", "n", "median before", "p90 before", "pred/meas before", "median after", "p90 after",
-               "pred/meas after")
-    lines = [title, "", "| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
-    for kind in cal.before:
-        b, a = cal.before[kind], cal.after[kind]
-        label = f"**{kind}**" if kind == ALL else kind
-        lines.append(f"| {label} | {b.n} | {_pct(b.median)} | {_pct(b.p90)} | {b.median_ratio:.2f} "
-                     f"| {_pct(a.median)} | {_pct(a.p90)} | {a.median_ratio:.2f} |")
-    if not r.fitted:
-        return "\n".join([*lines, "", "no factors fitted (--fit none): 'after' is the chip as it is"])
-    lines += [
-        "",
-        "| factor | preset | fitted | constrained by the trace(s) |",
-        "|---|---:|---:|---|",
-    ]
-    for name in r.fitted:
-        lines.append(f"| {name} | {_fmt(r.base[name])} | {_fmt(r.fitted[name])} "
-                     f"| {'yes' if r.constrained[name] else 'no (kept near the preset)'} |")
-    summary = (f"objective (mean over kinds and traces of the {cal.objective} |log(pred/meas)|): "
-               f"{r.objective_before:.4f} -> {r.objective_after:.4f} in {r.evaluations} evaluations")
-    lines += ["", summary]
-    return "\n".join(lines)
-
-
-def source_line(cal: Calibration, factors: tuple[str, ...]) -> str:
-    """The ``source:`` text of a written preset: traces, base preset, errors before and after."""
-    b, a = cal.before[ALL], cal.after[ALL]
-    traces = "; ".join(f"{t.path} ({t.trace.header.device}, {t.trace.header.dtype}, created "
-                       f"{t.trace.header.created_at or 'unknown'})" for t in cal.traces)
-    return (f"moska-sim calibrate: fitted {', '.join(factors)} of preset {cal.base.name} to {traces}, "
-            f"{len(cal.kernels)} kernels; relative error median/p90 before {_pct(b.median)}/{_pct(b.p90)}, "
-            f"after {_pct(a.median)}/{_pct(a.p90)}. Base preset source: {cal.base.source}")
+    if args.inputs:
+        raise CalibrationError("--fidelity: takes no INPUT; it reads the shipped probe files, Vidur profiles "
+                               "and H100 sample traces")
+    block = render()
+    print(block)
+    if args.write:
+        changed = update_doc(args.doc, block)
+        print(f"{'updated' if changed else 'unchanged'}: {args.doc}")
+    return 0
 
 
 def calibrate_main(argv: list[str]) -> int:
-    """Entry point of ``moska-sim calibrate``: 0 on success, 2 on a user error (one line on stderr)."""
+    """Entry point of ``moska-sim calibrate``: 0 on success, 2 on a user error or a refused fit."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    factors = tuple(f.strip() for f in args.fit.split(",") if f.strip() and f.strip() != "none")
+    command = "moska-sim calibrate " + " ".join(shlex.quote(a) for a in argv)
     try:
-        unknown = [f for f in factors if f not in FACTORS]
-        if unknown or not (factors or args.fit.strip() == "none"):
-            raise CalibrationError(f"--fit: unknown factor {unknown[0] if unknown else args.fit!r}; "
-                                   f"choose from {', '.join(FACTORS)}, or 'none'")
-        if args.write and not factors:
-            raise CalibrationError("--write: nothing fitted (--fit none); there is no new preset to write")
-        cal = calibrate(args.traces, args.chip, factors, args.objective, args.max_fit)
-        written = None
+        if args.fidelity:
+            return fidelity_main(args)
+        if not args.inputs:
+            raise CalibrationError("INPUT: give at least one probe file, Vidur folder or trace (or --fidelity)")
+        inputs = read_inputs(list(args.inputs), args.chip)
+        report = None
+        if inputs.samples:
+            if not any(s.split == "train" for s in inputs.samples):
+                raise CalibrationError(f"{args.inputs[0]}: nothing to train on (one trace alone is held out); "
+                                       f"give a probe file, a Vidur folder, or two traces or more")
+            report = calibrate_profiles(inputs.samples)
+        link_fits = [fit_link(inputs.links, link) for link in shipped_links(inputs.links).values()]
+        text = render(inputs, report, link_fits)
+        if report:
+            try:
+                check_held_out(report)
+            except HeldOutWorse as exc:
+                print(text)
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        worse_links = [lf for lf in link_fits if lf.after.median > lf.before.median]
+        if worse_links:
+            raise CalibrationError("refusing the fit: held-out median error of link "
+                                   f"{worse_links[0].link} is worse than its datasheet preset's")
+        written: list[Path] = []
         if args.write:
-            name = args.name or f"{cal.base.name}-calibrated"
-            command = "moska-sim calibrate " + " ".join(shlex.quote(a) for a in argv)
-            written = write_preset(
-                cal.result.chip, name, source_line(cal, factors), args.preset_dir, force=args.force,
-                header=f"Generated by `{command}`; re-run it rather than editing by hand.\n"
-                       f"Base preset: {cal.base.name} (its file is unchanged).")
-    except (TraceError, HardwareError, CalibrationError, ValueError, OSError) as exc:
+            if report:
+                written += write_profiles(report, command, args.profile_dir, args.default_from)
+            if link_fits:
+                written.append(write_links(link_fits, command, args.preset_dir))
+    except (TraceError, ProbeError, DatasetError, HardwareError, CalibrationError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for w in cal.warnings:
-        print(f"warning: {w}", file=sys.stderr)
     if args.json:
-        out = cal.to_dict()
-        out["written"] = str(written) if written else None
+        out: dict[str, Any] = {"inputs": inputs.described, "written": [str(p) for p in written]}
+        if report:
+            out["kinds"] = [{"chip": k.chip, "kind": k.kind, "train": k.train_n, "before": k.before.to_dict(),
+                             "after": k.after.to_dict(), "after_train": k.after_train.to_dict()} for k in report.kinds]
+            out["fits"] = [{"profile": f.profile, "chip": f.chip, "train": f.train_n,
+                            "params": {n: getattr(f.params, n) for n in hw_profiles.FITTABLE}} for f in report.fits]
+            out["ratios"] = report.ratios
+        out["links"] = [{"link": lf.link, "fixed_ns": lf.fixed_ns, "bandwidth_GBps": lf.bandwidth_GBps,
+                         "before": lf.before.to_dict(), "after": lf.after.to_dict()} for lf in link_fits]
         print(json.dumps(out, indent=1, sort_keys=True))
     else:
-        print(render(cal))
-        if written:
-            print(f"\nwrote {written} (chip preset {written.stem!r})")
+        print(text)
+        for p in written:
+            print(f"wrote {p}")
     return 0
+
+
+__all__ = ["CalibrationError", "build_parser", "calibrate_main", "read_inputs", "render"]

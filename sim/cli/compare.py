@@ -1,8 +1,11 @@
-"""``moska-sim compare CONFIG... [--out DIR] [--load-sweep N] [--jobs J]``: the table on
-the terminal, the report in the results folder.
+"""``moska-sim compare CONFIG... [--out DIR] [--load-sweep N] [--jobs J | --dask ADDRESS]``:
+the table on the terminal, the report in the results folder.
 
-Exit status: 0 when every run succeeded; 1 when some run failed (the report is still
-written, with dashes in that config's row); 2 for a bad config or variants file.
+``--out`` a folder that an earlier (perhaps killed) study wrote resumes it: only the runs
+its cache lacks are made. Exit status: 0 when every run succeeded; 1 when some run failed
+(the report is still written, with dashes in that config's row); 2 for a bad config or
+variants file, an ``--out`` that is not a study folder, or a Dask cluster that cannot run
+the study.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from pathlib import Path
 from sim.config import ConfigError, parse_assignment
 from sim.report import format_table_text
 from sim.report.compare_report import saturation_rows
+from sim.studies.backends import Backend, BackendError, make_backend
 from sim.studies.runner import CompareResult, run_compare
 from sim.studies.sweep import SweepSettings
-from sim.studies.variants import load_inputs
+from sim.studies.variants import CompareInputs, load_inputs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="+", type=Path, metavar="CONFIG",
                    help="experiment YAMLs, or one variants file (base + variants)")
     p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
+                   help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/); a study "
+                        "folder written before (even by a killed study) is resumed: only the "
+                        "runs its cache lacks are made")
     p.add_argument("--load-sweep", type=int, default=None, metavar="N",
                    help="rerun each config at N offered loads up to beyond its analytic "
                         "saturation (0: none; default: the variants file's load_sweep.points, "
@@ -36,13 +42,58 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-requests", type=int, default=None, metavar="R",
                    help="run.requests of each sweep point (default: load_sweep.requests, else "
                         "8 x the analytic closed-loop knee concurrency, within [64, 2000])")
-    p.add_argument("--jobs", type=int, default=1, metavar="J",
-                   help="simulations run in parallel processes (default 1; results do not "
-                        "depend on it)")
+    add_backend_arguments(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of every config, e.g. run.requests=200 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no per-run progress lines")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (runs done / running / failed, time left)")
     return p
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """``--jobs J`` and ``--dask ADDRESS``: where a study's runs execute."""
+    p.add_argument("--jobs", type=int, default=1, metavar="J",
+                   help="simulations run in parallel processes on this machine (default 1; "
+                        "results do not depend on it)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run every simulation on the Dask distributed cluster whose scheduler "
+                        "is at ADDRESS (e.g. tcp://10.0.0.5:8786; needs the dask extra); "
+                        "results do not depend on it")
+
+
+def backend_from_args(prog: str, args: argparse.Namespace) -> Backend | None:
+    """The backend ``--jobs``/``--dask`` ask for, or None after printing why it cannot be
+    had (one line on stderr)."""
+    if args.jobs < 1:
+        print(f"{prog}: error: --jobs: expected an integer >= 1", file=sys.stderr)
+        return None
+    if args.dask is not None and args.jobs != 1:
+        print(f"{prog}: error: --jobs and --dask exclude each other (the cluster's workers "
+              "set the parallelism)", file=sys.stderr)
+        return None
+    try:
+        return make_backend(args.jobs, args.dask)
+    except BackendError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return None
+
+
+def run_study(prog: str, args: argparse.Namespace, inputs: CompareInputs,
+              settings: SweepSettings) -> int:
+    """Run the study on the backend the flags ask for; print the table. The exit status."""
+    backend = backend_from_args(prog, args)
+    if backend is None:
+        return 2
+    try:
+        result = run_compare(inputs, args.out, settings, progress=not args.no_progress,
+                             backend=backend)
+    except (ValueError, BackendError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        backend.close()
+    print_result(result)
+    return 1 if result.failures else 0
 
 
 def print_result(result: CompareResult) -> None:
@@ -63,14 +114,15 @@ def print_result(result: CompareResult) -> None:
     for label, error in result.failures.items():
         print(f"warning: {label}: {error}", file=sys.stderr)
     print(f"\nreport: {result.out_dir / 'compare.html'} (and compare.md)")
+    if result.cached:
+        print(f"{result.cached} of {result.cached + result.ran} runs read from "
+              f"{result.out_dir / 'cache'} (finished before), {result.ran} made now",
+              file=sys.stderr)
 
 
 def compare_main(argv: list[str]) -> int:
     """Entry point of ``moska-sim compare``."""
     args = _parser().parse_args(argv)
-    if args.jobs < 1:
-        print("moska-sim compare: error: --jobs: expected an integer >= 1", file=sys.stderr)
-        return 2
     if args.load_sweep is not None and args.load_sweep < 0:
         print("moska-sim compare: error: --load-sweep: expected an integer >= 0",
               file=sys.stderr)
@@ -85,14 +137,8 @@ def compare_main(argv: list[str]) -> int:
         n = len(exc.issues)
         print(f"moska-sim compare: {n} error{'s' if n != 1 else ''}\n{exc}", file=sys.stderr)
         return 2
-    try:
-        result = run_compare(inputs, args.out, settings, args.jobs,
-                             progress=not args.no_progress)
-    except ValueError as exc:
-        print(f"moska-sim compare: error: {exc}", file=sys.stderr)
-        return 2
-    print_result(result)
-    return 1 if result.failures else 0
+    return run_study("moska-sim compare", args, inputs, settings)
 
 
-__all__ = ["compare_main", "print_result"]
+__all__ = ["add_backend_arguments", "backend_from_args", "compare_main", "print_result",
+           "run_study"]

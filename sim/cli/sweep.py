@@ -1,5 +1,5 @@
 """``moska-sim sweep CONFIG --param KEY=V1,V2``: one config over a grid of parameter values,
-one comparison report."""
+one comparison report (``--jobs``/``--dask`` and resuming as ``moska-sim compare``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sim.cli.compare import print_result
+from sim.cli.compare import add_backend_arguments, run_study
 from sim.config import ConfigError, parse_assignment
 from sim.studies.grid import grid_inputs, parse_param
-from sim.studies.runner import run_compare
 from sim.studies.sweep import SweepSettings
 
 
@@ -26,24 +25,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="names the results folder "
                                                 "(default <config name>-sweep)")
     p.add_argument("--out", type=Path, default=None,
-                   help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
+                   help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/); a study "
+                        "folder written before (even by a killed sweep) is resumed: only the "
+                        "runs its cache lacks are made")
     p.add_argument("--load-sweep", type=int, default=0, metavar="N",
                    help="also rerun each point at N offered loads (default 0: none)")
     p.add_argument("--sweep-requests", type=int, default=None, metavar="R",
                    help="run.requests of each load-sweep point")
-    p.add_argument("--jobs", type=int, default=1, metavar="J",
-                   help="simulations run in parallel processes (results do not depend on it)")
+    add_backend_arguments(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field at every point, e.g. run.requests=200")
-    p.add_argument("--no-progress", action="store_true", help="no per-run progress lines")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (runs done / running / failed, time left)")
     return p
 
 
 def sweep_main(argv: list[str]) -> int:
     """Entry point of ``moska-sim sweep``."""
     args = _parser().parse_args(argv)
-    if args.jobs < 1 or args.load_sweep < 0:
-        print("moska-sim sweep: error: --jobs must be >= 1 and --load-sweep >= 0",
+    if args.load_sweep < 0:
+        print("moska-sim sweep: error: --load-sweep: expected an integer >= 0",
               file=sys.stderr)
         return 2
     try:
@@ -57,9 +58,7 @@ def sweep_main(argv: list[str]) -> int:
         print(f"moska-sim sweep: {n} error{'s' if n != 1 else ''}\n{exc}", file=sys.stderr)
         return 2
     print(f"sweep: {len(inputs.variants)} point(s) of {args.config}", file=sys.stderr)
-    result = run_compare(inputs, args.out, settings, args.jobs, progress=not args.no_progress)
-    print_result(result)
-    return 1 if result.failures else 0
+    return run_study("moska-sim sweep", args, inputs, settings)
 
 
 __all__ = ["sweep_main"]

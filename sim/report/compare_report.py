@@ -15,7 +15,7 @@ from sim.report.document import Bullets, Document, Heading, Links, Note, Paragra
 from sim.report.memory import memory_rows, shared_kv_fit
 from sim.report.verdict import compare_verdict
 
-OPTIONAL_COLUMNS = ("memory (GiB)", "cost ($/M tokens)")
+OPTIONAL_COLUMNS = ("HBM free, unique (GiB)", "cost ($/M tokens)")
 
 
 def _pct(summary: Mapping[str, Any], metric: str, key: str) -> float | None:
@@ -23,19 +23,19 @@ def _pct(summary: Mapping[str, Any], metric: str, key: str) -> float | None:
     return as_float(stats.get(key)) if isinstance(stats, Mapping) else None
 
 
-def memory_gib(summary: Mapping[str, Any]) -> float | None:
-    """summary['memory_gib'] as one number; a per-resource mapping is summed."""
-    value = summary.get("memory_gib")
-    if isinstance(value, Mapping):
-        parts = [as_float(v) for v in flatten(value).values()]
-        parts = [p for p in parts if p is not None]
-        return sum(parts) if parts else None
-    return as_float(value)
+def unique_hbm_free_gib(summary: Mapping[str, Any]) -> float | None:
+    """HBM left on the busiest unique replica at its peak (capacity - weights - resident
+    shared KV - peak request KV), from ``summary['memory']``; None without it. The used
+    figure alone hid what matters: the same 31.7 GiB is a third of an H100 and an eighth
+    of the paper's unique node."""
+    rows = memory_rows(summary)
+    return rows[0]["headroom"] if rows else None
 
 
 def compare_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per config: throughput, TTFT/TPOT p50/p99, mean utilization by kind,
-    memory and cost. Optional columns that no run has are left out."""
+    """One row per config: throughput, TTFT/TPOT p50/p99, mean utilization by kind, HBM
+    left on a unique replica at its peak, and cost. Optional columns that no run has are
+    left out; the report's "HBM per node class" section has the full memory picture."""
     rows = []
     for run in runs:
         s = run.get("summary") or {}
@@ -52,7 +52,7 @@ def compare_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "util unique": util["unique"],
                 "util shared": util["shared"],
                 "util links": util["link"],
-                "memory (GiB)": memory_gib(s),
+                "HBM free, unique (GiB)": unique_hbm_free_gib(s),
                 "cost ($/M tokens)": as_float(run.get("cost_per_million_tokens")),
             }
         )
@@ -63,24 +63,45 @@ def compare_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+LOAD_AXES = {"concurrency": "concurrency (closed loop)", "rate": "requests/s"}
+
+
+def _load(value: Any) -> float | int | None:
+    """A sweep load as a number; whole numbers (concurrencies) stay whole: 8, not 8.00."""
+    v = as_float(value)
+    return int(v) if v is not None and v.is_integer() else v
+
+
 def saturation_rows(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[dict]:
-    """Per config: peak throughput over the sweep and the offered load where it saturates."""
+    """Per config: what the load axis is (requests/s, or concurrency for a closed loop:
+    the 'saturates at' number is in that unit), peak throughput and the load it was
+    reached at, the first load past saturation (:func:`sim.report.plots.saturation_index`),
+    how many sweep points lie past it, and the main run's load when the sweep records it
+    (``main_run_x``)."""
     rows = []
     for label, sweep in load_sweep.items():
         offered = list(sweep.get("offered_rate_per_s") or [])
         thr = list(sweep.get("throughput_tokens_per_s") or [])
-        vals = [v for v in (as_float(t) for t in thr) if v is not None]
+        n = min(len(offered), len(thr))
+        pairs = [(as_float(offered[i]), as_float(thr[i])) for i in range(n)]
+        valid = [(x, t) for x, t in pairs if x is not None and t is not None]
         sat = plots.saturation_index(offered, thr)
-        rows.append(
-            {
-                "config": label,
-                "points": min(len(offered), len(thr)),
-                "peak throughput (tok/s)": max(vals) if vals else None,
-                "saturates at (req/s)": as_float(offered[sat])
-                if sat is not None
-                else "not in range",
-            }
-        )
+        peak = max(valid, key=lambda xt: (xt[1], -xt[0])) if valid else None
+        row: dict[str, Any] = {
+            "config": label,
+            "load axis": LOAD_AXES.get(str(sweep.get("axis", "rate")), str(sweep.get("axis"))),
+            "points": n,
+            "peak throughput (tok/s)": peak[1] if peak else None,
+            "at load": _load(peak[0]) if peak else None,
+            "saturates at": _load(offered[sat]) if sat is not None else "not in range",
+            "past saturation": f"{n - sat} of {n} points" if sat is not None else "none",
+        }
+        missing = n - len(valid)
+        if missing:
+            row["past saturation"] += f"; {missing} without result"
+        if "main_run_x" in sweep:
+            row["main run at"] = _load(sweep.get("main_run_x"))
+        rows.append(row)
     return rows
 
 
@@ -123,8 +144,9 @@ def run_folder(out_dir: Path, run: Mapping[str, Any]) -> Path | None:
 
 
 def failure_reason(out_dir: Path, run: Mapping[str, Any]) -> str | None:
-    """Why a run has no results: ``run['error']``, else the first non-empty line of the
-    ``error.txt`` in its folder; None for a run with results."""
+    """Why a run has no results: ``run['error']``, else the ``error.txt`` in its folder
+    (its first line: the message; a Python traceback's last line); None for a run with
+    results."""
     if run.get("error"):
         return str(run["error"]).strip().splitlines()[0]
     if run.get("requests_csv") or (run.get("summary") or {}).get("throughput_tokens_per_s"):
@@ -133,7 +155,9 @@ def failure_reason(out_dir: Path, run: Mapping[str, Any]) -> str | None:
     err = folder / "error.txt" if folder else None
     if err is not None and err.is_file():
         lines = [ln.strip() for ln in err.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return lines[-1] if lines else "failed (empty error.txt)"
+        if not lines:
+            return "failed (empty error.txt)"
+        return lines[-1] if lines[0].startswith("Traceback") else lines[0]
     return "no results"
 
 
@@ -208,9 +232,9 @@ def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | Non
         )
         doc.add(Paragraph(
             "load: past saturation (arrivals outpace completions, admission wait dominates, "
-            "or a closed loop past its knee: latencies there describe a queue, not the "
-            "hardware), at capacity (the busiest resource is at least 90% busy) or below "
-            "saturation; each run's report says why."))
+            "or a closed loop past its knee: latencies there are mostly waiting in queues), "
+            "at capacity (the busiest resource at least 90% busy, or half of request time "
+            "waiting, with a stable queue) or below saturation; each run's report says why."))
     else:
         doc.add(Note("No runs to compare."))
     links = report_links(out_dir, runs)

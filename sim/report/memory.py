@@ -2,9 +2,12 @@
 
 Why: the question an architect asks of memory is not "how many GiB" but "does the shared
 corpus fit, on which nodes, and how much room is left for per-request KV". This module
-reads only ``summary["memory"]`` (``sim.cluster.MemoryPlan.to_dict`` plus ``peak_kv_gib``),
-``summary["unique_nodes"]`` / ``summary["shared_nodes"]`` (node counts, per-node peak KV)
-and ``summary["system"]``; it imports no model code.
+reads only ``summary["memory"]`` (the engine's memory plan plus ``peak_kv_gib``),
+``summary["unique_nodes"]`` / ``summary["shared_nodes"]`` (node counts) and, to tell "no
+corpus" from "each request carries its own copy", the shared tokens in ``summary["sharing"]``
+or the resolved config; it imports no model code and never branches on a system's name
+(where the shared KV lives is read off the memory figures, so a new system is described
+correctly without a change here).
 
 Keys read from ``summary["memory"]`` (GiB): ``replica_hbm_gib`` (a unique replica's HBM,
 tp x chip), ``weights_gib``, ``resident_shared_gib`` (MoSKA: the chunk means; prefix_cache /
@@ -53,7 +56,6 @@ def memory_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     mem = _mem(summary)
     if not mem:
         return []
-    system = str(summary.get("system") or "")
     rows = []
     cap = mem.get("replica_hbm_gib")
     weights = mem.get("weights_gib")
@@ -73,7 +75,7 @@ def memory_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         "used": f"{frac:.0%}" if frac is not None else "—",
     })
     per_shared = mem.get("shared_kv_per_shared_node_gib")
-    if system == "moska" and per_shared:
+    if per_shared:
         scap = mem.get("shared_node_hbm_gib")
         shead, sfrac = _headroom(scap, per_shared)
         rows.append({
@@ -99,14 +101,11 @@ def shared_kv_fit(summary: Mapping[str, Any]) -> str | None:
     mem = _mem(summary)
     if not mem:
         return None
-    system = str(summary.get("system") or "")
     resident = mem.get("resident_shared_gib")
     kv_cap = mem.get("kv_capacity_gib")
     peak = mem.get("peak_kv_gib")
     per_shared = mem.get("shared_kv_per_shared_node_gib")
-    if system == "moska":
-        if not per_shared:
-            return "No shared corpus: the shared nodes hold no KV."
+    if per_shared:  # disaggregated: the corpus lives on the shared nodes
         n = _count(summary, "shared_nodes")
         scap = mem.get("shared_node_hbm_gib")
         where = f"each of the {n} shared nodes" if n else "each shared node"
@@ -116,17 +115,31 @@ def shared_kv_fit(summary: Mapping[str, Any]) -> str | None:
                      f"({_gib(scap - per_shared)} free)")
         else:
             text += " (a shared node's HBM capacity is not in summary.json)"
-        text += (f"; the unique replicas keep only the chunk means ({_gib(resident)}) and "
-                 f"per-request KV (peak {_gib(peak)} of {_gib(kv_cap)} available).")
+        text += (f"; the unique replicas keep only {_gib(resident)} of it (chunk summaries) "
+                 f"and per-request KV (peak {_gib(peak)} of {_gib(kv_cap)} available).")
         return text
-    if system in ("prefix_cache", "shared_gemm"):
+    if resident:  # one resident copy per unique replica
         return (f"The shared KV ({_gib(resident)}) is resident on every unique replica and "
                 f"fits, leaving {_gib(kv_cap)} for per-request KV (peak used {_gib(peak)}).")
-    if system == "vanilla":
+    if _has_shared_tokens(summary):
         return (f"No resident shared KV: each request holds its own copy of its shared tokens "
                 f"in its KV reservation (peak {_gib(peak)} of {_gib(kv_cap)} available on the "
                 "busiest replica), which is what limits how many requests run at once.")
-    return None
+    return "No shared corpus: HBM holds the weights and per-request KV only."
+
+
+def _has_shared_tokens(summary: Mapping[str, Any]) -> bool:
+    """Whether requests read a shared corpus: the measured sharing, else the config."""
+    sharing = summary.get("sharing")
+    if isinstance(sharing, Mapping):
+        for key in ("shared_prompt_tokens", "mean_shared_tokens", "corpus_tokens_total"):
+            v = as_float(sharing.get(key))
+            if v is not None:
+                return v > 0
+    config = summary.get("config")
+    shared = (config.get("workload") or {}).get("shared") if isinstance(config, Mapping) else None
+    tokens = as_float(shared.get("tokens")) if isinstance(shared, Mapping) else None
+    return bool(tokens)
 
 
 MEMORY_CAPTION = ("HBM per node class, GiB. Unique: one replica (tp chips), the busiest "

@@ -214,14 +214,14 @@ def format_count(v: float) -> str:
 
 
 def log_ticks(axis: Any, samples: Sequence[np.ndarray]) -> None:
-    """Readable ticks on a log axis: labels at 1-2-5 steps over up to ~2.5 decades (else at
-    powers of ten only), unlabelled minor ticks. Without this, matplotlib labels the minor
+    """Readable ticks on a log axis: labels at 1-2-5 steps over up to 1.3 decades, 1-3 steps
+    up to 2.6 decades, else powers of ten only; unlabelled minor ticks. Without this, matplotlib labels the minor
     ticks of a narrow log range ('2x10^1 3x10^1 ...') and they overlap the major labels."""
     arrs = [a[np.isfinite(a) & (a > 0)] for a in samples if a.size]
     arrs = [a for a in arrs if a.size]
     decades = (math.log10(max(float(a.max()) for a in arrs) / min(float(a.min()) for a in arrs))
                if arrs else 0.0)
-    subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+    subs = (1.0, 2.0, 5.0) if decades <= 1.3 else (1.0, 3.0) if decades <= 2.6 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(_ms_formatter())
     axis.set_minor_locator(LogLocator(base=10, subs=tuple(float(k) for k in range(2, 10))))
@@ -657,10 +657,11 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
     colors = palette(len(labels))
     with _style():
         fig = _figure(12.0, 5.0)
-        ax_t, ax_p = fig.subplots(1, 2)
+        ax_t, ax_p = fig.subplots(1, 2, sharex=True)  # the same loads side by side
+        ax_p.xaxis.set_tick_params(labelbottom=True)
         ax_t.set_title("Throughput vs offered load")
         ax_p.set_title("p99 TPOT vs offered load")
-        any_p99 = False
+        any_p99 = any_lost = False
         p99_all: list[np.ndarray] = []
         axes = {str(load_sweep[label].get("axis", "rate")) for label in labels}
         if axes == {"concurrency"}:
@@ -683,7 +684,19 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
             ax_t.plot(x, t, "o-", color=color, lw=1.5, ms=4, label=name)
             if sat is not None:
                 ax_t.axvline(x[sat], color=color, ls=":", lw=1.1)
+                # points past saturation stay, drawn hollow: they show the plateau
+                ax_t.plot(x[sat + 1:], t[sat + 1:], "o", ms=6, mfc="white", mec=color, mew=1.3)
                 ax_t.plot([x[sat]], [t[sat]], "*", color=color, ms=13, mec="black", mew=0.6)
+            lost = np.isfinite(x) & ~np.isfinite(t)
+            if lost.any():  # a point without a result: an x on the axis, not a silent gap
+                any_lost = True
+                ax_t.plot(x[lost], np.zeros(int(lost.sum())), "x", color=color, ms=8, mew=1.6,
+                          clip_on=False)
+            main_x = as_float(sweep.get("main_run_x"))
+            if main_x is not None:
+                ax_t.axvline(main_x, color=color, ls="--", lw=1.0, alpha=0.8)
+                ax_t.annotate("main run", (main_x, 1.0), xycoords=("data", "axes fraction"),
+                              rotation=90, va="top", ha="right", fontsize=7.5, color=color)
             p = _floats(sweep.get("p99_tpot_ms"))
             m = min(x.size, p.size)
             if m and np.isfinite(p[:m]).any():
@@ -692,25 +705,27 @@ def plot_load_sweep(load_sweep: Mapping[str, Mapping[str, Sequence[Any]]]) -> by
                 ax_p.plot(x[:m], p[:m], "o-", color=color, lw=1.5, ms=4)
                 if sat is not None and sat < m:
                     ax_p.axvline(x[sat], color=color, ls=":", lw=1.1)
+                    ax_p.plot(x[sat + 1:m], p[sat + 1:m], "o", ms=6, mfc="white", mec=color,
+                              mew=1.3)
         ax_t.set_xlabel(xlabel)
         ax_t.set_ylabel("throughput (tokens/s)")
         ax_t.set_ylim(bottom=0)
         ax_t.set_xlim(left=0)
         ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: format_tick(v)))
         if labels:
-            # below the axes: inside, the box hid the highest line
-            fig.legend(*ax_t.get_legend_handles_labels(), loc="outside lower center",
-                       ncols=min(2, len(labels)), fontsize=8, frameon=False)
-            ax_t.text(
-                0.99,
-                0.02,
-                "★ / dotted: first point ≥10% below linear scaling",
-                transform=ax_t.transAxes,
-                ha="right",
-                va="bottom",
-                fontsize=7.5,
-                color="#57606a",
-            )
+            # below the axes (inside, the box hid the highest line), with a key to the marks
+            handles, names = ax_t.get_legend_handles_labels()
+            key = [(Line2D([], [], color="#57606a", marker="*", ms=11, mec="black", mew=0.6,
+                           ls=":", lw=1.1), "saturation: first point ≥10% below linear scaling"),
+                   (Line2D([], [], color="#57606a", marker="o", ms=6, mfc="white", ls="none"),
+                    "past saturation")]
+            if any_lost:
+                key.append((Line2D([], [], color="#57606a", marker="x", ms=8, mew=1.6,
+                                   ls="none"), "no result"))
+            if any(as_float(load_sweep[lab].get("main_run_x")) is not None for lab in labels):
+                key.append((Line2D([], [], color="#57606a", ls="--", lw=1.0), "main run's load"))
+            fig.legend([*handles, *(h for h, _n in key)], [*names, *(n for _h, n in key)],
+                       loc="outside lower center", ncols=2, fontsize=8, frameon=False)
         else:
             _no_data(ax_t)
         if any_p99:

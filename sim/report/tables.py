@@ -137,14 +137,41 @@ def html_table(
     return "\n".join(out)
 
 
-def format_table_text(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
-    """Plain aligned columns for a terminal (no ANSI codes, so safe to pipe or log)."""
+def _wrap_header(name: str, width: int) -> list[str]:
+    """``name`` on lines of at most ``width`` characters, split at spaces only (a word
+    longer than ``width`` keeps its own line)."""
+    lines: list[str] = []
+    for word in name.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def format_table_text(rows: Sequence[Row], columns: Sequence[str] | None = None,
+                      max_width: int | None = None) -> str:
+    """Plain aligned columns for a terminal (no ANSI codes, so safe to pipe or log).
+
+    With ``max_width`` (e.g. the terminal's width), a table wider than that gets its column
+    names wrapped onto several header lines, each column as narrow as its widest cell or
+    the longest word of its name; cells are never cut, so a table may stay wider when its
+    data is."""
     if not rows:
         return "(no rows)"
     cols = table_columns(rows, columns)
     numeric = _numeric_columns(rows, cols)
     cells = _cells(rows, cols)
-    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(cols)]
+    data_widths = [max((len(line[i]) for line in cells), default=0) for i in range(len(cols))]
+    widths = [max(len(c), w) for c, w in zip(cols, data_widths)]
+    headers = [[c] for c in cols]
+    if max_width is not None and sum(widths) + 2 * (len(cols) - 1) > max_width:
+        for i, c in enumerate(cols):
+            longest_word = max((len(w) for w in c.split()), default=0)
+            widths[i] = max(data_widths[i], longest_word)
+            headers[i] = _wrap_header(c, widths[i])
+            widths[i] = max(widths[i], *(len(h) for h in headers[i]))
+    depth = max(len(h) for h in headers)
 
     def fmt(values: Sequence[str]) -> str:
         parts = [
@@ -152,6 +179,9 @@ def format_table_text(rows: Sequence[Row], columns: Sequence[str] | None = None)
         ]
         return "  ".join(parts).rstrip()
 
-    lines = [fmt(cols), "  ".join("-" * w for w in widths)]
+    # header lines bottom-aligned, so every name ends just above the rule
+    header_lines = [fmt([(([""] * (depth - len(h))) + h)[k] for h in headers])
+                    for k in range(depth)]
+    lines = [*header_lines, "  ".join("-" * w for w in widths)]
     lines.extend(fmt(line) for line in cells)
     return "\n".join(lines)

@@ -48,6 +48,7 @@ ADMISSION_DOMINANT_SHARE = 0.5  # admission wait above this share of e2e
 WAITING_SHARE = 0.5  # waiting above this share of request time: at or past the knee
 CAPPED_WAITING_SHARE = 0.2  # closed loop with a capped bottleneck: past the knee above this
 MIN_BACKLOG_ARRIVALS = 20  # fewer arrivals in the window: too few to tell
+PREFILL_DOMINANT_SHARE = 0.5  # shared nodes mostly prefilling: say why analyze differs
 
 PAST = "past saturation"
 AT_CAPACITY = "at capacity"
@@ -168,9 +169,15 @@ def _activity(kind: str, resource: str, summary: Mapping[str, Any]) -> str:
         prefill = as_float(_get(summary.get("shared_nodes"), f"{resource}.prefill_busy_s"))
         if busy and prefill is not None:
             attn = max(busy - prefill, 0.0)
-            return (f"of its {_fmt(busy, ' s')} busy, {_fmt(prefill, ' s')} "
+            text = (f"of its {_fmt(busy, ' s')} busy, {_fmt(prefill, ' s')} "
                     f"({prefill / busy:.0%}) are prefill jobs for newly admitted requests and "
                     f"{_fmt(attn, ' s')} ({attn / busy:.0%}) batched shared-attention kernels")
+            if prefill > PREFILL_DOMINANT_SHARE * busy:
+                # the surprising number explained where it appears
+                text += (" (prompts attend to the whole shared corpus in prefill; moska-sim "
+                         "analyze models decode only, so it predicts far more tokens/s: "
+                         "docs/paper.md)")
+            return text
         if tok.get("shared_attention"):
             return (f"shared attention takes {_fmt(tok['shared_attention'], ' ms')} of each "
                     "decode token")
@@ -316,7 +323,8 @@ def judge_saturation(summary: Mapping[str, Any], requests_csv: Path | None = Non
             reasons.append(
                 f"arrivals outpace completions: over the second half of the arrivals "
                 f"({_fmt(backlog.window_s, ' s')}) {_fmt(backlog.offered_per_s)} requests/s "
-                f"arrived and {_fmt(backlog.completed_per_s)}/s completed; requests in the "
+                f"arrived and {_fmt(backlog.completed_per_s)} requests/s completed; requests "
+                f"in the "
                 f"system grew from {backlog.in_system_start:,} to {backlog.in_system_end:,}, "
                 f"so latency grows with the run's length")
     adm = _pct(summary.get("admission_wait_ms"), "mean")
@@ -390,7 +398,7 @@ def run_verdict(summary: Mapping[str, Any], requests_csv: Path | None = None) ->
         others = ", ".join(f"{KIND_NAMES[k]} {v:.0%}" for k, v in sorted(bottleneck.others.items()))
         lines.append(
             f"Bottleneck: {bottleneck.label} (busiest {bottleneck.resource} "
-            f"{bottleneck.utilization:.1%} busy, mean over {bottleneck.count} "
+            f"{bottleneck.utilization:.1%} busy, the {bottleneck.count} on average "
             f"{bottleneck.mean_utilization:.1%}"
             + (f"; busiest of the others: {others}" if others else "")
             + f"); {bottleneck.activity}.")
@@ -545,7 +553,11 @@ def compare_verdict(runs: Sequence[Mapping[str, Any]],
     if why:
         lines.append("Why: " + why)
     past = [lab for lab, st in states.items() if st == PAST]
-    if past:
+    if past and len(past) == len(states) and len(states) > 1:
+        lines.append("Every config is past saturation: the throughput comparison holds (each "
+                     "runs at its ceiling), but latencies compare queues, not hardware; compare "
+                     "latency nearer the knee (the load sweep, and each run's Load line).")
+    elif past:
         lines.append(f"Past saturation (their latencies are mostly waiting in queues, not the "
                      f"hardware's speed; see each run's Load line): {', '.join(past)}.")
     if failed:

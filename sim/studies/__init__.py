@@ -3,9 +3,13 @@ config over a parameter grid (``sweep``), load sweeps, and the pool that runs th
 
 - :func:`load_inputs` / :func:`load_variants_file` read the configs or a variants file;
 - :func:`run_compare` runs everything and writes the results folder;
-- :mod:`sim.studies.cost`, :mod:`sim.studies.saturation`, :mod:`sim.studies.sweep` and
-  :mod:`sim.studies.jobs` each do one part (prices, the closed-form saturation point, the
-  load sweep's points, running simulations in parallel).
+- :mod:`sim.studies.cost`, :mod:`sim.studies.saturation`, :mod:`sim.studies.sweep` each do
+  one part (prices, the closed-form saturation point, the load sweep's points);
+- :mod:`sim.studies.jobs` (one run as a unit of work), :mod:`sim.studies.cache` (finished
+  runs in ``<study>/cache/``, keyed by config, inputs and code version, so a rerun makes
+  only what is missing), :mod:`sim.studies.backends` (where runs execute: this process, a
+  local pool, or a Dask cluster) and :mod:`sim.studies.progress` (done / running / failed
+  and the time left, on stderr).
 """
 
 from sim.studies.cost import cluster_price_per_hour, cost_per_million_tokens, run_cost

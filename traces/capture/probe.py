@@ -47,7 +47,13 @@ Q_HEADS, KV_HEADS, HEAD_DIM = 32, 8, 128  # Llama-3.1-8B attention
 LLAMA8B_LINEAR = {  # (n, k) of each projection: fused QKV, o_proj, fused gate+up, down_proj
     "qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336),
 }
-GRIDS = ("standard", "quick", "tiny")
+GRIDS = ("standard", "validation", "quick", "tiny")
+# The validation grid: shapes none of the standard grid's, for an independent check of profiles fitted
+# on it (other models' projections, other m, contexts, batches, chunk lengths and partial counts).
+VALIDATION_LINEAR = {  # (n, k): Llama-3.1-70B at TP 8 (qkv, o, gate_up, down) and Qwen-7B-like
+    "70b-qkv": (1280, 8192), "70b-o": (8192, 1024), "70b-gate_up": (7168, 8192), "70b-down": (8192, 3584),
+    "qwen-gate_up": (37888, 3584),
+}
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def _gemm(m: int, n: int, k: int, dtype: str):
         w = _randn((n, k), f8, device)
         one = torch.ones((), device=device, dtype=torch.float32)
         b = w.t()  # column-major k x n, as cuBLASLt's fp8 path wants
-        fn = lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)  # noqa: E731
+        fn = lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
         fn()  # raise here (unsupported shape) rather than inside the timer
         return fn
     return build
@@ -136,7 +142,6 @@ def _shared_kv(tokens: int, chunk_tokens: int, device):
 
 def _shared(batch: int, tokens: int, chunk_tokens: int, top_k: int, kernel: str):
     def build(device):
-        torch = _torch()
         from traces.capture import kernels
         from traces.capture.router import build_dispatch, route
 
@@ -203,6 +208,8 @@ def grid(name: str) -> list[Case]:
     """The cases of grid ``name`` (standard: the shipped probe; quick: a subset; tiny: CPU tests)."""
     if name not in GRIDS:
         raise ValueError(f"--grid: expected one of {', '.join(GRIDS)}, got {name!r}")
+    if name == "validation":
+        return validation_grid()
     Ki, Mi = 1024, 1024 * 1024
     tiny = name == "tiny"
     quick = name == "quick"
@@ -220,7 +227,7 @@ def grid(name: str) -> list[Case]:
             ms = [1, 16, 64, 256, 1024, 8192]
     for dtype in (("bf16",) if tiny else ("bf16", "fp8")):
         kernel = "cublas" if dtype == "bf16" else "cublas-fp8"
-        for _, (n, k) in gemm_shapes.items():
+        for n, k in gemm_shapes.values():
             for m in ms:
                 cases.append(Case("gemm", kernel, dtype, {"m": m, "n": n, "k": k}, _gemm(m, n, k, dtype)))
         if not tiny:
@@ -270,6 +277,39 @@ def grid(name: str) -> list[Case]:
     return cases
 
 
+def validation_grid() -> list[Case]:
+    """Shapes the standard grid never times (see VALIDATION_LINEAR), every family but the router."""
+    Ki, Mi = 1024, 1024 * 1024
+    cases: list[Case] = []
+    for nbytes in (2 * Mi, 32 * Mi, 512 * Mi, 2048 * Mi):
+        cases.append(Case("copy", "torch-copy", "bf16", {"bytes": nbytes}, _copy(nbytes)))
+    for dtype in ("bf16", "fp8"):
+        kernel = "cublas" if dtype == "bf16" else "cublas-fp8"
+        for n, k in VALIDATION_LINEAR.values():
+            for m in (3, 24, 96, 384, 1536, 6144):
+                cases.append(Case("gemm", kernel, dtype, {"m": m, "n": n, "k": k}, _gemm(m, n, k, dtype)))
+    heads = {"q_heads": Q_HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM}
+    for kernel in ("triton-moska", "sdpa"):
+        for b, n in ((2, 2 * Ki), (8, 32 * Ki), (32, 8 * Ki), (128, 2 * Ki), (128, 24 * Ki), (512, 2 * Ki)):
+            cases.append(Case("decode_attention", kernel, "bf16", {"batch": b, "kv_tokens": n, **heads},
+                              _decode(b, n, kernel)))
+    for kernel in ("triton-moska", "sdpa"):
+        for n, chunk in ((512 * Ki, 2048), (2 * Mi, 4096)):
+            for b in (3, 24, 96, 384):
+                all_chunks = n // chunk
+                cases.append(Case("shared_attention", kernel, "bf16",
+                                  {"batch": b, "kv_tokens": n, "chunk_tokens": chunk, "top_k": all_chunks, **heads},
+                                  _shared(b, n, chunk, all_chunks, kernel)))
+    for b in (24, 384):  # routed: a quarter of 256 chunks of 2048 tokens
+        cases.append(Case("shared_attention", "triton-moska", "bf16",
+                          {"batch": b, "kv_tokens": 512 * Ki, "chunk_tokens": 2048, "top_k": 64, **heads},
+                          _shared(b, 512 * Ki, 2048, 64, "triton-moska")))
+    for b, sp, su in ((4, 16, 2), (64, 16, 8), (256, 48, 4), (1024, 8, 1)):
+        cases.append(Case("merge", "triton-moska", "fp32",
+                          {"batch": b, "shared_parts": sp, "unique_parts": su, **heads}, _merge(b, sp, su)))
+    return cases
+
+
 def sustained_subset(cases: list[Case]) -> list[Case]:
     """The cases re-timed under sustained load: the compute-bound ones (where clocks matter) and a
     few memory-bound controls (where they should not)."""
@@ -279,11 +319,7 @@ def sustained_subset(cases: list[Case]) -> list[Case]:
         if c.family == "gemm" and (s["m"] >= 2048 or s == {"m": 8192, "n": 8192, "k": 8192}):
             if s["m"] == 8192 or (s["n"], s["k"]) == LLAMA8B_LINEAR["gate_up"]:
                 out.append(c)
-        elif c.family == "shared_attention" and s["batch"] >= 32 and s["top_k"] * s["chunk_tokens"] >= s["kv_tokens"]:
-            out.append(c)
-        elif c.family == "copy" and s["bytes"] >= 256 * 1024 * 1024:
-            out.append(c)
-        elif c.family == "gemm" and s["m"] in (1, 16) and (s["n"], s["k"]) == LLAMA8B_LINEAR["gate_up"]:
+        elif c.family == "shared_attention" and s["batch"] >= 32 and s["top_k"] * s["chunk_tokens"] >= s["kv_tokens"] or c.family == "copy" and s["bytes"] >= 256 * 1024 * 1024 or c.family == "gemm" and s["m"] in (1, 16) and (s["n"], s["k"]) == LLAMA8B_LINEAR["gate_up"] or c.family == "gemm" and (s["n"], s["k"]) in VALIDATION_LINEAR.values() and s["m"] in (3, 1536, 6144):
             out.append(c)
     return out
 
@@ -305,7 +341,7 @@ class PowerSampler:
             pynvml.nvmlInit()
             self._nvml = pynvml
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        except Exception as exc:  # NVML missing (CPU, no driver): records carry None
+        except Exception as exc:  # noqa: BLE001 - NVML missing (CPU, no driver) in any form: records carry None
             self._nvml = None
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -316,7 +352,7 @@ class PowerSampler:
         return (float(n.nvmlDeviceGetClockInfo(self._handle, n.NVML_CLOCK_SM)),
                 n.nvmlDeviceGetPowerUsage(self._handle) / 1000.0)
 
-    def __enter__(self) -> PowerSampler:
+    def __enter__(self) -> PowerSampler:  # noqa: PYI034
         if self._nvml is not None:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -423,7 +459,7 @@ def run_cases(cases: list[Case], timer: Timer, sampler: PowerSampler, clock: str
             log(f"skip {case.family} {case.kernel} {case.dtype} {case.shape}: {str(exc).splitlines()[0][:160]}")
             continue
         finally:
-            fn = None  # noqa: F841
+            fn = None
             if timer.cuda:  # free the case's inputs (gc under the Triton interpreter breaks its rewrite cache)
                 gc.collect()
                 torch.cuda.empty_cache()
@@ -461,7 +497,7 @@ def device_info(device) -> dict[str, Any]:
         info["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM)
         info["max_mem_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM)
         info["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - NVML missing in any form: the probe still runs
         info["nvml"] = f"unavailable: {type(exc).__name__}"
     return info
 
@@ -474,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(traces/probe_format.py; docs/fidelity.md). Needs the reference extra and a CUDA GPU.",
     )
     p.add_argument("--out", required=True, type=Path, help="probe file to write (e.g. traces/probes/h200.probe.json)")
-    p.add_argument("--grid", choices=GRIDS, default="standard", help="which grid (default standard)")
+    p.add_argument("--grid", choices=GRIDS, default="standard",
+                   help="standard (the shipped probe, what profiles are fitted on), validation (other shapes, "
+                        "an independent check), quick, or tiny (CPU tests); default standard")
     p.add_argument("--families", default="", help="comma-separated subset of families (default all)")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per case (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
@@ -508,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {f.strip() for f in args.families.split(",") if f.strip()}
         cases = [c for c in cases if c.family in wanted]
     torch.manual_seed(0)
-    log = lambda s: print(s, flush=True)  # noqa: E731
+    log = lambda s: print(s, flush=True)
     timer = Timer(device, args.flush_mib * 2**20 if device.type == "cuda" else 2**20, args.repeats, args.warmup)
     import triton
 

@@ -77,6 +77,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--context", default=None, choices=("prefill", "projected"),
                    help="default: prefill on CPU, projected on CUDA")
     p.add_argument("--no-cuda-graphs", action="store_true")
+    p.add_argument("--glue", default="fused", choices=("fused", "torch"),
+                   help="non-attention parts: fused kernels (production-like) or the reference "
+                        "model's torch modules")
     p.add_argument("--breakdown-steps", type=int, default=1,
                    help="eager CUDA-event-timed steps per closed-loop point (0: none)")
     p.add_argument("--bundle", type=Path, default=None,
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, backend=args.backend, shared_tokens=args.shared_tokens,
             chunk_tokens=args.chunk_tokens, keep_fraction=args.keep_fraction, unique_max=umax,
             output_max=omax, max_batch=max_batch, context=context,
-            cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
+            cuda_graphs=not args.no_cuda_graphs, glue=args.glue, seed=args.seed)
         t0 = time.perf_counter()
         engine = DecodeEngine.build(cfg)
         if device.type == "cuda":
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             breakdown = _breakdown(engine, load, args.breakdown_steps) if closed else None
             name = (f"{system}-closed{int(value)}" if closed
                     else f"{system}-poisson{value:g}")
-            deployment = {"kind": "colocated", "gpus": 1, "system": system,
+            deployment = {"kind": "colocated", "gpus": 1, "system": system, "glue": args.glue,
                           "shared_attention": "local", "cuda_graphs": engine._use_graphs,
                           "cuda_graph_error": engine.graph_error, "decode_only": True}
             doc = to_document(

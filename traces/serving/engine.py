@@ -25,108 +25,15 @@ from typing import Any
 
 import torch
 
-from traces.capture.model import PRESETS, LlamaConfig, LlamaForCausalLM, apply_rope
-from traces.capture.moska import BACKENDS
+from traces.capture.model import LlamaConfig, LlamaForCausalLM, apply_rope
 from traces.capture.reference import merge_states_torch, unique_attention_torch
-from traces.capture.router import GROUP_REDUCES
 from traces.capture.shared_kv import SharedKV
 from traces.capture.timing import NullTimer
-from traces.schema import n_chunks_for, top_k_for
+from traces.serving.config import CONTEXTS, DTYPES, GLUES, SYSTEMS, EngineConfig
 from traces.serving.shared_side import LocalSharedSide, SharedMeta, SharedSide
 
-SYSTEMS = ("moska", "shared_gemm")
-CONTEXTS = ("prefill", "projected")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """What the engine holds and how it attends (sizes in tokens).
-
-    ``context``: how KV is made. ``prefill`` runs the shared corpus and each request's prompt through
-    the model densely (exact; the reference the tests check against; affordable on small shapes only).
-    ``projected`` makes each layer's K/V by projecting the token embeddings through that layer's
-    K/V projections with RoPE at the true positions (no attention, no earlier layers): real keys of
-    the real projection weights for the router to score, at a cost a 1Mi-token corpus allows. A
-    request's unique KV is then copied from a bank made the same way when it is admitted, as KV
-    handed over by a prefill node would land (decode-only serving).
-    """
-
-    system: str = "moska"
-    preset: str = "tiny"
-    layers: int | None = None
-    dtype: str = "fp32"
-    device: str = "cpu"
-    backend: str = "triton"
-    shared_tokens: int = 512
-    chunk_tokens: int = 64
-    keep_fraction: float = 0.25
-    group_reduce: str = "max"
-    unique_max: int = 32
-    output_max: int = 8
-    max_batch: int = 8
-    context: str = "prefill"
-    cuda_graphs: bool = True
-    seed: int = 0
-
-    def check(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        if self.system not in SYSTEMS:
-            raise ValueError(f"system: expected one of {SYSTEMS}, got {self.system!r}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset: unknown {self.preset!r} (choose from {', '.join(PRESETS)})")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
-        if self.context not in CONTEXTS:
-            raise ValueError(f"context: expected one of {CONTEXTS}, got {self.context!r}")
-        if self.group_reduce not in GROUP_REDUCES:
-            raise ValueError(f"group_reduce: expected one of {GROUP_REDUCES}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device: expected cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device cuda: no CUDA device is available")
-        for name in ("shared_tokens", "chunk_tokens", "unique_max", "output_max", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.chunk_tokens > self.shared_tokens:
-            raise ValueError(
-                f"chunk_tokens={self.chunk_tokens} is larger than shared_tokens={self.shared_tokens}"
-            )
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise ValueError(f"keep_fraction: must be in (0, 1], got {self.keep_fraction}")
-
-    @property
-    def model_config(self) -> LlamaConfig:
-        cfg = PRESETS[self.preset]
-        return cfg.with_layers(self.layers) if self.layers else cfg
-
-    @property
-    def effective_keep_fraction(self) -> float:
-        """``shared_gemm`` reads every chunk (no router)."""
-        return 1.0 if self.system == "shared_gemm" else self.keep_fraction
-
-    @property
-    def layout_chunk_tokens(self) -> int:
-        """Chunking of the corpus KV as held: ``moska`` routes ``chunk_tokens`` chunks;
-        ``shared_gemm`` attends to the whole corpus as one chunk (a batched flash attention over it,
-        split across programs by the kernel's KV splits), so each request gets one partial per split,
-        not one per chunk."""
-        return self.chunk_tokens if self.system == "moska" else self.shared_tokens
-
-    @property
-    def n_chunks(self) -> int:
-        return n_chunks_for(self.shared_tokens, self.layout_chunk_tokens)
-
-    @property
-    def top_k(self) -> int:
-        return top_k_for(self.n_chunks, self.effective_keep_fraction)
-
-    @property
-    def capacity_tokens(self) -> int:
-        """Unique KV slots hold the longest prompt plus every decoded token."""
-        return self.unique_max + self.output_max
+__all__ = ["CONTEXTS", "DTYPES", "GLUES", "SYSTEMS", "DecodeEngine", "EngineConfig",
+           "GraphCaptureFailed", "StepRows", "make_shared_kv", "projected_kv", "prompt_tokens"]
 
 
 @dataclass
@@ -175,6 +82,9 @@ class DecodeEngine:
     _static_sel: dict[int, torch.Tensor] = field(default_factory=dict)
     layer_timings: list[Any] = field(default_factory=list)
     graph_error: str | None = None  # set when a capture failed; steps then run eagerly
+    fused_weights: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: Wqkv, Wgu
+    rope_cos: torch.Tensor | None = None  # fp32 [positions, d/2] (fused glue)
+    rope_sin: torch.Tensor | None = None
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -206,6 +116,16 @@ class DecodeEngine:
         eng = cls(cfg=cfg, model=model, shared=shared if hold_shared else None, meta=meta,
                   side=side, k_pool=k_pool, v_pool=v_pool, bank_k=bank_k, bank_v=bank_v)
         eng._inputs = torch.zeros((3, cfg.max_batch), dtype=torch.int64, device=dev)
+        if cfg.glue == "fused":
+            from traces.serving import fused
+
+            eng.fused_weights = [
+                (torch.cat([ly.self_attn.q_proj.weight, ly.self_attn.k_proj.weight,
+                            ly.self_attn.v_proj.weight]).contiguous(),
+                 torch.cat([ly.mlp.gate_proj.weight, ly.mlp.up_proj.weight]).contiguous())
+                for ly in model.model.layers]
+            eng.rope_cos, eng.rope_sin = fused.rope_tables(
+                model.inv_freq(torch.device("cpu")), cfg.shared_tokens + cfg.capacity_tokens, dev)
         return eng
 
     @property
@@ -330,6 +250,8 @@ class DecodeEngine:
         projections, RoPE, KV append), 'router', 'shared_attention', 'unique_attention', 'merge',
         'o_proj_mlp'; and 'lm_head' as one more layer-sized record."""
         timer = timer or NullTimer()
+        if self.cfg.glue == "fused":
+            return self._forward_fused(tokens, slots, lens, timer)
         model = self.model
         pos = self.cfg.shared_tokens + lens
         new_lens = lens + 1
@@ -363,6 +285,54 @@ class DecodeEngine:
         timer.begin_layer()
         with timer.region("lm_head"):
             logits = model.logits(x)
+            nxt = logits.argmax(dim=-1)
+        if not isinstance(timer, NullTimer):
+            self.layer_timings.append(timer.end_layer())
+        return logits, nxt
+
+    def _forward_fused(self, tokens: torch.Tensor, slots: torch.Tensor, lens: torch.Tensor,
+                       timer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step with fused glue (same maths as _forward; regions named alike, the
+        residual add and norm of the next layer counted in 'o_proj_mlp')."""
+        from traces.capture import kernels
+        from traces.serving import fused
+
+        model, mcfg = self.model, self.model.config
+        eps = mcfg.rms_norm_eps
+        assert self.fused_weights is not None and self.rope_cos is not None
+        new_lens = lens + 1
+        x = model.model.embed_tokens(tokens)
+        static = None if self.cfg.system == "moska" else self._static_selection(tokens.shape[0])
+        resid = x
+        pending: torch.Tensor | None = None  # the previous layer's MLP output, not yet added
+        for i, layer in enumerate(model.model.layers):
+            w_qkv, w_gu = self.fused_weights[i]
+            timer.begin_layer()
+            with timer.region("qkv"):
+                h, resid = fused.add_rms_norm(pending if pending is not None else x,
+                                              layer.input_layernorm.weight, eps,
+                                              residual=resid if pending is not None else None)
+                q = fused.rope_append(h @ w_qkv.T, self.rope_cos, self.rope_sin, lens, slots,
+                                      self.k_pool[i], self.v_pool[i], self.cfg.shared_tokens,
+                                      mcfg.q_heads, mcfg.kv_heads, mcfg.head_dim)
+            o_s, l_s = self.side.attend(i, q, static, timer)
+            with timer.region("unique_attention"):
+                o_u, l_u = kernels.unique_attention_triton(
+                    q, self.k_pool[i], self.v_pool[i], new_lens, slots=slots)
+            with timer.region("merge"):
+                out = kernels.merge_triton(o_s, l_s, o_u, l_u, q.dtype)
+            with timer.region("o_proj_mlp"):
+                o = layer.self_attn.o_proj(out.reshape(out.shape[0], -1))
+                h2, resid = fused.add_rms_norm(o, layer.post_attention_layernorm.weight, eps,
+                                               residual=resid)
+                pending = layer.mlp.down_proj(fused.silu_mul(h2 @ w_gu.T))
+            if not isinstance(timer, NullTimer):
+                self.layer_timings.append(timer.end_layer())
+        timer.begin_layer()
+        with timer.region("lm_head"):
+            assert pending is not None
+            hf, _ = fused.add_rms_norm(pending, model.model.norm.weight, eps, residual=resid)
+            logits = model.lm_head(hf).float()
             nxt = logits.argmax(dim=-1)
         if not isinstance(timer, NullTimer):
             self.layer_timings.append(timer.end_layer())

@@ -17,7 +17,7 @@ shared rank -> unique rank: o, then lse. Both ranks derive S from the same host-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -25,9 +25,7 @@ from traces.capture.reference import shared_attention_torch
 from traces.capture.router import build_dispatch, route
 from traces.capture.shared_kv import SharedKV
 from traces.capture.timing import NullTimer
-
-if TYPE_CHECKING:
-    from traces.serving.engine import EngineConfig
+from traces.serving.config import EngineConfig
 
 
 @dataclass(frozen=True)
@@ -102,8 +100,15 @@ class LocalSharedSide:
             g = q.shape[1] // sh.kv_heads
             plan = kernels.plan_shared(q, sh, self.cfg.top_k)
             with timer.region("router"):
-                sel = selection(q, sh, self.cfg, None)
-                dispatch = build_dispatch(sel, sh.n_chunks, plan.config.block_m // g)
+                if self.cfg.glue == "fused":
+                    from traces.serving import fused
+
+                    scores = fused.group_scores(q, sh.summaries, self.cfg.group_reduce)
+                    _, slot_of = fused.route_topk(scores, self.cfg.top_k)
+                    dispatch = fused.dispatch(slot_of, self.cfg.top_k, plan.config.block_m // g)
+                else:
+                    sel = selection(q, sh, self.cfg, None)
+                    dispatch = build_dispatch(sel, sh.n_chunks, plan.config.block_m // g)
             with timer.region("shared_attention"):
                 return kernels.shared_attention_triton(q, sh, dispatch, plan)
         with timer.region("router"):
