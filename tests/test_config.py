@@ -9,6 +9,7 @@ import pydantic
 import pytest
 import yaml
 
+from hw.specs import load_link
 from sim.cli.validate import validate_main
 from sim.config import (
     ConfigError,
@@ -383,7 +384,9 @@ def test_fabric_topologies_and_link_preset():
     data["cluster"]["fabric"] = {"topology": "fat_tree", "link": {"preset": "ib-ndr"}}
     fabric = config_from_dict(data).cluster.fabric
     assert fabric.hosts_per_leaf == 4
-    assert (fabric.link.bandwidth_GBps, fabric.link.latency_ns) == (50.0, 3000.0)
+    preset = load_link("ib-ndr")  # the preset's numbers fill the link
+    assert (fabric.link.bandwidth_GBps, fabric.link.latency_ns) == (preset.bandwidth_GBps,
+                                                                    preset.latency_ns)
     data["cluster"]["fabric"] = {"topology": "ring", "hosts_per_leaf": 2,
                                  "link": {"preset": "ib-ndr", "latency_ns": 10}}
     assert "cluster.fabric.hosts_per_leaf: only used by topology 'fat_tree'" in errors_of(data)

@@ -244,7 +244,10 @@ def _evaluate_disaggregated(sc: Scenario, concurrency: int) -> SystemPoint:
                       and o.phase == "unique_attention")
             trip = sum(op_time_ns(o, sc.unique_chip, sc.shared_chip, sc.link)
                        for o in compute_ops if o.where == "shared") + send + ret
-            step -= layers * min(own, trip)
+            hidden = layers * min(own, trip)
+            step -= hidden
+            # the phases sum to the step: the hidden part of unique attention is not paid
+            phases["unique_attention"] = phases.get("unique_attention", 0.0) - hidden
         # a launch whose chunks stay below max_batch waits out the batching window first
         # (the policy cannot know that no more queries are coming)
         biggest = max(b for b, _ in _shared_histogram(ops))

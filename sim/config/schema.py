@@ -439,7 +439,7 @@ class ExperimentConfig(StrictModel):
     precision: choice("fp8", "bf16") = Field("fp8", description="KV cache and compute dtype")
     system: registered("system", _systems) = Field(
         "moska", description="how attention over the shared context runs "
-                             "(workloads/systems: vanilla | prefix_cache | shared_gemm | moska)")
+                             "(workloads/systems: vanilla | prefix_cache | shared_gemm | moska | moska_colocated)")
     cluster: Cluster = Field(description="nodes and fabric")
     workload: Workload = Field(description="requests")
     batching: Batching = Field(Batching(), description="batching policy")
