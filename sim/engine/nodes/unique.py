@@ -99,6 +99,7 @@ class UniqueNode(Node):
         self.steps = 0
         self.prefills = 0
         self.max_batch_seen = 0
+        self.link_busy_ns = 0  # tp > 1: collectives on the replica's internal link
         self.process = self.env.process(self.run())
 
     # -- load and arrivals ----------------------------------------------------------------
@@ -177,6 +178,7 @@ class UniqueNode(Node):
             shared += c.shared_ns
             qb += c.query_bytes
             pb += c.partial_bytes
+            self.link_busy_ns += c.link_ns
             ctx += u + 1
             sctx += sh
             first_out = min(first_out, out)
@@ -243,6 +245,7 @@ class UniqueNode(Node):
         uctx = bucket((2 * self._ctx_sum + B) // (2 * B))  # the mean, rounded
         sctx = bucket((2 * self._sctx_sum + B) // (2 * B)) if self._sctx_sum else 0
         cost = self.pricer.decode(B, uctx, sctx)
+        self.link_busy_ns += cost.link_ns
         L = self.layers
         bd = self.breakdown
         bd += cost.phase_ns * B
@@ -348,7 +351,8 @@ class UniqueNode(Node):
         return NodeStats(self.name, self.busy_within(t_end), {
             "steps": self.steps, "prefill_groups": self.prefills,
             "max_running": self.max_batch_seen, "peak_kv_gib": self.max_kv_used / 2**30,
-            "requests": int((self.log.node == self.index).sum())})
+            "requests": int((self.log.node == self.index).sum()),
+            "node_link_busy_s": self.link_busy_ns / 1e9})
 
     def flush_generated(self) -> None:
         """Write the running requests' token counts into the log (at the end of a run)."""
