@@ -6,8 +6,8 @@ reads only ``summary["memory"]`` (``sim.cluster.MemoryPlan.to_dict`` plus ``peak
 ``summary["unique_nodes"]`` / ``summary["shared_nodes"]`` (node counts, per-node peak KV)
 and ``summary["system"]``; it imports no model code.
 
-Keys read from ``summary["memory"]`` (GiB): ``replica_hbm_gib`` (a unique replica's HBM,
-tp x chip), ``weights_gib``, ``resident_shared_gib`` (MoSKA: the chunk means; prefix_cache /
+Keys read from ``summary["memory"]`` (GiB): ``replica_hbm_gib`` (a unique replica's usable
+HBM, tp x hbm_usable_fraction x chip), ``weights_gib``, ``resident_shared_gib`` (MoSKA: the chunk means; prefix_cache /
 shared_gemm: the whole shared KV on every replica), ``kv_capacity_gib`` (left for
 per-request KV), ``shared_kv_per_shared_node_gib`` (MoSKA), ``peak_kv_gib`` (busiest
 replica) and, when the summary has it, ``shared_node_hbm_gib`` (one shared node's HBM).
@@ -129,7 +129,8 @@ def shared_kv_fit(summary: Mapping[str, Any]) -> str | None:
     return None
 
 
-MEMORY_CAPTION = ("HBM per node class, GiB. Unique: one replica (tp chips), the busiest "
+MEMORY_CAPTION = ("HBM per node class, GiB (the usable part, hbm_usable_fraction of each "
+                  "chip's). Unique: one replica (tp chips), the busiest "
                   "replica's peak; used at peak = weights + shared KV held + peak request KV. "
                   "Shared: one node's slice of the shared KV.")
 
