@@ -97,13 +97,14 @@ def test_all_reduce_closed_form_numbers():
 # ---------------------------------------------------------------- engine and closed form
 
 
+@pytest.mark.parametrize("granularity", ["step", "layer"])
 @pytest.mark.parametrize("tp", [1, 2, 4])
 @pytest.mark.parametrize("system", SYSTEMS)
-def test_engine_and_closed_form_agree_at_low_load(system, tp):
+def test_engine_and_closed_form_agree_at_low_load(system, tp, granularity):
     """One request alone on one replica of tp GPUs: the simulated TPOT equals
     ``sim.analytic.evaluate``'s step, and the collectives in both equal the first-principles
     sum above (the op lists round each transfer up to a whole ns)."""
-    exp = experiment(system, tp)
+    exp = experiment(system, tp, granularity=granularity)
     r, tpot = run_alone(exp)
     sc = dataclasses.replace(analytic.scenario(exp), unique_tokens=UNIQUE, baseline_tp=tp,
                              shared_nodes=1 if system == "moska" else 0)
