@@ -47,7 +47,7 @@ def test_decode_only_closed_loop_agrees_with_the_closed_form(name, over) -> None
     exp = resolve(cfg, with_workload=False)
     concurrency = cfg.workload.arrivals.concurrency
     # the replicas the run has (the closed form would otherwise pick the best tp)
-    sc = dataclasses.replace(scenario(exp), tp=exp.cluster.unique.tp)
+    sc = dataclasses.replace(scenario(exp), baseline_tp=exp.cluster.unique.tp)
     point = evaluate(sc, concurrency)
     assert point.feasible, point.reason
     s = run_simulation(cfg, write=False, progress=False).summary

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from hw.specs import load_chip
+from hw.specs import LinkSpec, load_chip
 from sim.config.schema import ExperimentConfig
 from sim.engine.experiment import (
     UNBOUNDED,
@@ -54,8 +54,10 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
         system=get_system(cfg.system),
         cluster=ClusterSpec(
             unique=UniqueNodes(int(cluster.unique.nodes), load_chip(cluster.unique.chip),
-                               int(cluster.unique.tp)),
-            shared=SharedNodes(int(cluster.shared.nodes), load_chip(cluster.shared.chip)),
+                               int(cluster.unique.tp), _link(cluster.unique.link),
+                               float(cluster.unique.hbm_usable_fraction)),
+            shared=SharedNodes(int(cluster.shared.nodes), load_chip(cluster.shared.chip),
+                               float(cluster.shared.hbm_usable_fraction)),
             fabric=FabricSpec(
                 topology=str(fabric.topology),
                 bandwidth_GBps=float(fabric.link.bandwidth_GBps),
@@ -175,6 +177,12 @@ def _mean_tokens(dist: Any, exact: bool = False) -> Any:
         else:
             mean = float((dist.min + dist.max) / 2)
     return mean if exact else int(round(mean))
+
+
+def _link(link: Any) -> LinkSpec:
+    """A configured link (its preset's numbers already filled in) as a ``LinkSpec``."""
+    return LinkSpec(str(link.preset or "link"), float(link.bandwidth_GBps),
+                    float(link.latency_ns))
 
 
 def _popularity(popularity: Any) -> Any:

@@ -69,17 +69,13 @@ class NodeGroup(StrictModel):
     nodes: integer(ge=0) = Field(description="number of nodes in the group")
     chip: registered("chip", _chips) = Field(description="chip preset name (hw/presets)")
     price_per_hour: number(ge=0) | None = Field(None, description="USD per node hour")
-
-
-class UniqueNodeGroup(NodeGroup):
-    """The unique nodes; for systems other than moska, ``tp`` of them form one replica."""
-
-    tp: integer(ge=1) = Field(
-        1, description="tensor-parallel nodes per replica (non-moska systems; moska: 1)")
+    hbm_usable_fraction: number(gt=0, le=1) = Field(
+        0.9, description="fraction of each chip's HBM that holds weights and KV; the rest is "
+                         "reserved for activations and workspace (vLLM's default 0.9)")
 
 
 class Link(StrictModel):
-    """One fabric link: bandwidth per direction and one-way latency (optionally a preset)."""
+    """One link: bandwidth per direction and one-way latency (optionally a preset)."""
 
     preset: registered("link preset", _links) | None = Field(
         None, description="link preset name; its numbers fill the fields not given")
@@ -98,6 +94,21 @@ class Link(StrictModel):
             defaults = {"bandwidth_GBps": spec.bandwidth_GBps, "latency_ns": spec.latency_ns}
             return {**defaults, **data}
         return data
+
+
+def _nvlink() -> Link:
+    return Link(preset="nvlink4")
+
+
+class UniqueNodeGroup(NodeGroup):
+    """The unique nodes (chips); ``tp`` of them form one replica (a multi-GPU node)."""
+
+    tp: integer(ge=1) = Field(
+        1, description="tensor-parallel chips per replica (every system); a replica pays "
+                       "two all-reduces per layer over its link")
+    link: Link = Field(default_factory=_nvlink,
+                       description="a replica's internal link between its chips (default: "
+                                   "the nvlink4 preset); its collectives run on it")
 
 
 class Fabric(StrictModel):
@@ -456,9 +467,6 @@ class ExperimentConfig(StrictModel):
             issues.append(("cluster.shared.nodes", ("expected an integer >= 1 for system "
                                                    f"{self.system!r}, got "
                                                    f"{self.cluster.shared.nodes}")))
-        if disaggregated and self.cluster.unique.tp != 1:
-            issues.append(("cluster.unique.tp", (f"expected 1 for system {self.system!r} (unique "
-                                                f"nodes run unsplit), got {self.cluster.unique.tp}")))
         if issues:
             raise cross_fail(issues)
         return self

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from workloads.models import ModelSpec
-from workloads.systems.ops import StepOp, dense_layer_ops, lm_head_op, prefill_dense_ops
+from workloads.systems.ops import StepOp, dense_layer_ops, lm_head_ops, prefill_dense_ops
 
 
 class ServingSystem:
@@ -51,13 +51,14 @@ class ServingSystem:
                    chunk_tokens: int | None = None, shared_queries: int | None = None,
                    shared_nodes: int = 1, tp: int = 1) -> list[StepOp]:
         """The ops of one decode step of one layer (plus per-step ops) for ``batch``
-        requests: projections, this system's attention, FFN, the LM head."""
+        requests on a replica of ``tp`` GPUs: projections, this system's attention, FFN
+        (with their all-reduces when ``tp`` > 1), the LM head (and its logits' gather)."""
         ops = dense_layer_ops(model, batch, precision, tp)
         ops[1:1] = self.attention_ops(
             model, precision, batch, unique_tokens, shared_tokens,
             keep_fraction=keep_fraction, chunk_tokens=chunk_tokens or shared_tokens or 1,
             shared_queries=shared_queries or batch, shared_nodes=shared_nodes, tp=tp)
-        ops.append(lm_head_op(model, batch, precision, tp))
+        ops += lm_head_ops(model, batch, precision, tp)
         return ops
 
     def prefill_ops(self, model: ModelSpec, precision: str, tokens: int, shared_tokens: int,

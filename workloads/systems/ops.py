@@ -4,6 +4,12 @@ partial sizes, and the expected chunk-batch histogram of routed queries.
 
 The op lists built from these are the single description of the work: ``sim.analytic``
 sums their prices in closed form and the event simulation runs them with queueing.
+
+Tensor parallelism (``tp`` GPUs in one replica, joined by the node's internal link):
+projections, FFN, attention heads and the LM head are split ``tp`` ways, and the replica
+pays its collectives as ``where="node"`` transfers over that link (phase ``collective``):
+a ring all-reduce of the layer's output after the attention block and after the FFN
+(:func:`all_reduce_ops`), and a gather of the LM head's logits to rank 0 once a step.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from hw.ops import ACT_BYTES, STAT_BYTES, Gemm, Op, SharedAttention
+from hw.ops import ACT_BYTES, STAT_BYTES, Gemm, Op, SharedAttention, Transfer
 from workloads.models import ModelSpec
 
-Where = Literal["unique", "shared", "fabric"]
+Where = Literal["unique", "shared", "fabric", "node"]
+# "node": a transfer over a tensor-parallel replica's internal link (NVLink) between its GPUs
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,9 @@ class StepOp:
     """One operation of a decode step: what, where it runs, and which time bucket it fills.
 
     ``phase`` is the breakdown bucket: other_layers | unique_attention | shared_attention |
-    router | merge | fabric. ``per`` is 'layer' (repeated for every layer) or 'step'.
+    router | merge | fabric | collective. ``where`` is unique | shared (a node's chip),
+    fabric (the network between nodes) or node (the replica's internal link).
+    ``per`` is 'layer' (repeated for every layer) or 'step'.
     """
 
     name: str
@@ -34,22 +43,60 @@ class StepOp:
 
 
 def dense_layer_ops(model: ModelSpec, batch: int, precision: str, tp: int = 1) -> list[StepOp]:
-    """Projections and FFN of one layer for ``batch`` tokens, split ``tp`` ways (tensor parallel)."""
+    """Projections and FFN of one layer for ``batch`` tokens, split ``tp`` ways (tensor
+    parallel: column-parallel QKV and gate/up, row-parallel O and down), each row-parallel
+    GEMM followed by a ring all-reduce of its ``batch x hidden`` output (none at tp 1)."""
     qkv = (model.q_heads + 2 * model.kv_heads) * model.head_dim
+    out = activation_bytes(model, batch)
     return [
         StepOp("qkv_proj", "other_layers", "unique", Gemm(batch, split_ways(qkv, tp), model.hidden, precision)),
         StepOp("o_proj", "other_layers", "unique",
                Gemm(batch, split_ways(model.hidden, tp), model.q_heads * model.head_dim, precision)),
+        *all_reduce_ops("attn_all_reduce", out, tp),
         StepOp("ffn_gate_up", "other_layers", "unique",
                Gemm(batch, split_ways(2 * model.ffn, tp), model.hidden, precision)),
         StepOp("ffn_down", "other_layers", "unique",
                Gemm(batch, split_ways(model.hidden, tp), model.ffn, precision)),
+        *all_reduce_ops("ffn_all_reduce", out, tp),
     ]
 
 
 def lm_head_op(model: ModelSpec, batch: int, precision: str, tp: int = 1) -> StepOp:
     return StepOp("lm_head", "other_layers", "unique",
                   Gemm(batch, split_ways(model.vocab, tp), model.hidden, precision), per="step")
+
+
+def lm_head_ops(model: ModelSpec, batch: int, precision: str, tp: int = 1) -> list[StepOp]:
+    """The LM head (vocabulary split ``tp`` ways) and the gather of its logits to rank 0."""
+    return [lm_head_op(model, batch, precision, tp),
+            *gather_ops("logits_gather", int(batch * model.vocab * ACT_BYTES), tp, per="step")]
+
+
+def activation_bytes(model: ModelSpec, tokens: int) -> int:
+    """Bytes of one layer's ``tokens x hidden`` output (bf16): an all-reduce's message."""
+    return int(tokens * model.hidden * ACT_BYTES)
+
+
+def all_reduce_ops(name: str, nbytes: int, tp: int, per: Literal["layer", "step"] = "layer"
+                   ) -> list[StepOp]:
+    """A ring all-reduce of an ``nbytes`` tensor over ``tp`` GPUs: 2(tp - 1) steps
+    (reduce-scatter, then all-gather), in each of which every GPU sends one ``nbytes/tp``
+    piece to its neighbour over the node's internal link: 2(tp-1)/tp x ``nbytes`` per GPU
+    and one link latency per step. No ops at tp 1."""
+    if tp <= 1:
+        return []
+    piece = Transfer(math.ceil(nbytes / tp))
+    return [StepOp(name, "collective", "node", piece, per) for _ in range(2 * (tp - 1))]
+
+
+def gather_ops(name: str, nbytes: int, tp: int, per: Literal["layer", "step"] = "layer",
+               phase: str = "collective") -> list[StepOp]:
+    """A gather to one GPU (or its mirror, a scatter from one) of an ``nbytes`` tensor
+    held ``1/tp`` by each of ``tp`` GPUs: the root's port moves the other (tp-1)/tp of it
+    in one step of one link latency. No ops at tp 1."""
+    if tp <= 1:
+        return []
+    return [StepOp(name, phase, "node", Transfer(math.ceil((tp - 1) * nbytes / tp)), per)]
 
 
 def split_ways(n: int, ways: int) -> int:
@@ -144,10 +191,14 @@ def prefill_dense_ops(model: ModelSpec, precision: str, tokens: int, tp: int = 1
 __all__ = [
     "StepOp",
     "Where",
+    "activation_bytes",
+    "all_reduce_ops",
     "attention_kwargs",
     "dense_layer_ops",
     "expected_chunk_batches",
+    "gather_ops",
     "lm_head_op",
+    "lm_head_ops",
     "n_chunks",
     "partial_bytes",
     "prefill_dense_ops",

@@ -18,18 +18,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.compute import kernel_cost
+from hw.link import transfer_cost
 from hw.ops import GroupedSharedAttention, SharedAttention, Transfer
-from hw.specs import ChipSpec
+from hw.specs import ChipSpec, LinkSpec, load_link
 from workloads.models import ModelSpec
 from workloads.systems import ServingSystem
 from workloads.systems.ops import StepOp, attention_kwargs, partial_bytes, query_bytes
 
 PHASES: tuple[str, ...] = (
     "unique_attention", "shared_attention", "router", "merge", "fabric", "queueing",
-    "other_layers", "prefill", "prefill_stall",
+    "other_layers", "prefill", "prefill_stall", "collective",
 )
 # prefill_stall: decode tokens of running requests held up while their node prefills newly
 # admitted ones (the unique node prefills, then steps: continuous batching's interference)
+# collective: a tensor-parallel replica's all-reduces and gathers over its internal link
 PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 MAX_HIST_BINS = 4
 
@@ -87,7 +89,8 @@ class DecodeCost:
     (MoSKA's unique attention, when overlap is on); ``post_ns``: the ops after the partials
     are back (merge, output projection, FFN). Without a round trip everything is in
     ``pre_ns``. ``step_ns``: ops run once a step (lm_head). ``phase_ns``: the step's
-    unique-side time by breakdown phase (all layers).
+    unique-side time by breakdown phase (all layers). ``link_ns``: the part of the whole
+    step spent on the replica's internal link (collectives; included in the above).
     """
 
     pre_ns: int
@@ -95,6 +98,7 @@ class DecodeCost:
     step_ns: int
     phase_ns: np.ndarray  # float64[len(PHASES)]
     overlap_ns: int = 0
+    link_ns: int = 0
 
     def local_ns(self, layers: int) -> int:
         """The whole step when nothing leaves the node."""
@@ -114,6 +118,7 @@ class PrefillCost:
     query_bytes: int
     partial_bytes: int
     overlap_ns: int = 0
+    link_ns: int = 0  # per layer, on the replica's internal link (included in pre/post)
 
     def local_ns(self, layers: int) -> int:
         return (self.pre_ns + self.overlap_ns + self.post_ns) * layers
@@ -121,7 +126,8 @@ class PrefillCost:
 
 @dataclass
 class Pricer:
-    """Caches the hw prices of a system's ops on the cluster's chips."""
+    """Caches the hw prices of a system's ops on the cluster's chips; a replica's
+    collectives (``where="node"`` ops) are priced on ``node_link``, its internal link."""
 
     model: ModelSpec
     system: ServingSystem
@@ -134,6 +140,7 @@ class Pricer:
     chunk_tokens: int = 1
     overlap: bool = True  # unique attention runs while the shared round trip is in flight
     max_bins: int = MAX_HIST_BINS
+    node_link: LinkSpec | None = None  # None: the nvlink4 preset
     _decode: dict = field(default_factory=dict, repr=False)
     _prefill: dict = field(default_factory=dict, repr=False)
     _grouped: dict = field(default_factory=dict, repr=False)
@@ -143,6 +150,8 @@ class Pricer:
         self._akw = attention_kwargs(self.model, self.precision)
         self.layers = self.model.layers
         self.disaggregated = self.system.disaggregated
+        if self.node_link is None:
+            self.node_link = load_link("nvlink4")
         # queries per chunk whose rows (x GQA group) fit one padded tensor-core tile
         self._pad_queries = max(1, self.shared_chip.mma_min_m // self.model.group)
 
@@ -151,8 +160,8 @@ class Pricer:
         """The op list of one step (as ``sim.analytic`` sees it) for this batch."""
         kw: dict = {"tp": self.tp}
         if self.disaggregated:
-            kw = {"keep_fraction": self.keep_fraction, "chunk_tokens": self.chunk_tokens,
-                  "shared_queries": batch, "shared_nodes": self.shared_nodes}
+            kw.update(keep_fraction=self.keep_fraction, chunk_tokens=self.chunk_tokens,
+                      shared_queries=batch, shared_nodes=self.shared_nodes)
         return self.system.decode_ops(self.model, self.precision, batch, unique_ctx,
                                       shared_ctx, **kw)
 
@@ -168,14 +177,16 @@ class Pricer:
     def _price_decode(self, batch: int, unique_ctx: int, shared_ctx: int) -> DecodeCost:
         ops = self.decode_ops(batch, unique_ctx, shared_ctx)
         phase = [0] * len(PHASES)
-        pre = overlap = post = step = 0
+        pre = overlap = post = step = link = 0
         remote = any(o.where == "shared" for o in ops)
         after = False
         for o in ops:
             if o.where == "fabric" or o.where == "shared":
                 after = after or o.name == "return_partial"
                 continue
-            t = kernel_cost(o.op, self.unique_chip).time_ns
+            t = self._unique_side_ns(o)
+            if o.where == "node":
+                link += t * (self.layers if o.per == "layer" else 1)
             if o.per == "step":
                 step += t
                 phase[PHASE_INDEX[o.phase]] += t
@@ -187,7 +198,14 @@ class Pricer:
                 overlap += t
             else:
                 pre += t
-        return DecodeCost(pre, post, step, np.asarray(phase, dtype=np.float64), overlap)
+        return DecodeCost(pre, post, step, np.asarray(phase, dtype=np.float64), overlap, link)
+
+    def _unique_side_ns(self, o: StepOp) -> int:
+        """An op of the unique replica: a kernel on its chip, or a transfer on its link."""
+        if o.where == "node":
+            assert isinstance(o.op, Transfer)
+            return transfer_cost(o.op, self.node_link).time_ns
+        return kernel_cost(o.op, self.unique_chip).time_ns
 
     # -- prefill --------------------------------------------------------------------------
     def prefill(self, tokens: int, shared_ctx: int, prior: int = 0) -> PrefillCost:
@@ -205,7 +223,7 @@ class Pricer:
                                       keep_fraction=self.keep_fraction, tp=self.tp,
                                       prior_tokens=prior)
         remote = any(o.where == "shared" for o in ops)
-        pre = overlap = post = shared = 0
+        pre = overlap = post = shared = link = 0
         after = False
         qb = pb = 0
         for o in ops:
@@ -225,14 +243,16 @@ class Pricer:
                                       self.shared_chip).time_ns
                 after = True
                 continue
-            t = kernel_cost(o.op, self.unique_chip).time_ns
+            t = self._unique_side_ns(o)
+            if o.where == "node":
+                link += t
             if after:
                 post += t
             elif remote and self.overlap and o.phase == "unique_attention":
                 overlap += t
             else:
                 pre += t
-        return PrefillCost(pre, post, shared, qb, pb, overlap)
+        return PrefillCost(pre, post, shared, qb, pb, overlap, link)
 
     # -- shared node launches -------------------------------------------------------------
     def grouped(self, per_chunk: list[np.ndarray], requests: int, pairs: int,

@@ -112,6 +112,7 @@ class UniqueNode(Node):
         self.prefill_chunks = 0
         self.prefill_tokens_done = 0
         self.max_batch_seen = 0
+        self.link_busy_ns = 0  # tp > 1: collectives on the replica's internal link
         self.process = self.env.process(self.run())
 
     # -- load and arrivals ----------------------------------------------------------------
@@ -216,6 +217,7 @@ class UniqueNode(Node):
             uctx = bucket((2 * self._ctx_sum + B) // (2 * B))  # the mean, rounded
             sctx = bucket((2 * self._sctx_sum + B) // (2 * B)) if self._sctx_sum else 0
             dcost = pricer.decode(B, uctx, sctx)
+            self.link_busy_ns += dcost.link_ns
         pre = overlap = post = step = 0
         pshared = pq = pp = 0
         ptok = 0
@@ -230,6 +232,7 @@ class UniqueNode(Node):
             pshared += c.shared_ns
             pq += c.query_bytes
             pp += c.partial_bytes
+            self.link_busy_ns += c.link_ns * L
             ptok += t
         remote_decode = self.remote and B and sctx
         remote_prefill = self.remote and pshared > 0
@@ -421,7 +424,8 @@ class UniqueNode(Node):
             "steps": self.steps, "prefill_chunks": self.prefill_chunks,
             "prefill_tokens": self.prefill_tokens_done,
             "max_running": self.max_batch_seen, "peak_kv_gib": self.max_kv_used / 2**30,
-            "requests": int((self.log.node == self.index).sum())})
+            "requests": int((self.log.node == self.index).sum()),
+            "node_link_busy_s": self.link_busy_ns / 1e9})
 
     def flush_generated(self) -> None:
         """Write the running requests' token counts into the log (at the end of a run)."""
