@@ -410,7 +410,9 @@ def test_fat_tree_spines_and_tensor_parallel_replicas():
     data["cluster"]["unique"]["link"] = {"preset": "nvlink5"}
     cfg = config_from_dict(data)
     assert cfg.cluster.unique.tp == 2
-    assert (cfg.cluster.unique.link.bandwidth_GBps, cfg.cluster.unique.link.latency_ns) == (900, 1000)
+    nvlink5 = load_link("nvlink5")  # the preset's numbers fill the node link
+    assert (cfg.cluster.unique.link.bandwidth_GBps, cfg.cluster.unique.link.latency_ns) == (
+        nvlink5.bandwidth_GBps, nvlink5.latency_ns)
     assert config_from_dict(cfg.to_dict()) == cfg
     data["cluster"]["unique"]["hbm_usable_fraction"] = 1.5
     assert "cluster.unique.hbm_usable_fraction" in errors_of(data)
