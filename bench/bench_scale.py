@@ -178,6 +178,7 @@ def run_child(kind: str, requests: int | None, granularity: str, trace_top: int 
                 "error": exc.stderr.strip().splitlines()[-1] if exc.stderr else str(exc)}
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["child_wall_s"] = time.perf_counter() - t0
+    print(json.dumps(row), file=sys.stderr, flush=True)  # each run as it ends (long sections)
     return row
 
 

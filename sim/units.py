@@ -14,6 +14,7 @@ import re
 BINARY_SUFFIXES: dict[str, int] = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 DECIMAL_SUFFIXES: dict[str, int] = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 SUFFIXES: dict[str, int] = {**BINARY_SUFFIXES, **DECIMAL_SUFFIXES}
+MAX_NUMBER_CHARS = 100  #: longest numeric string parsed
 
 # sign, then a decimal or float literal (underscores between digits), then an optional suffix
 _NUMBER_RE = re.compile(
@@ -44,7 +45,14 @@ def describe(value: object) -> str:
 
 
 def _from_string(text: str, field: str) -> int | float:
-    """Parse a numeric string with an optional suffix; integers stay exact (no float detour)."""
+    """Parse a numeric string with an optional suffix; integers stay exact (no float detour).
+
+    Strings over MAX_NUMBER_CHARS characters are refused before parsing (Python refuses to
+    convert integers of over 4300 digits, and nothing plausible needs 100).
+    """
+    if len(text) > MAX_NUMBER_CHARS:
+        raise UnitError(field, f"expected a number of at most {MAX_NUMBER_CHARS} characters, "
+                               f"got {describe(text)} ({len(text):,} characters)")
     match = _NUMBER_RE.match(text.strip())
     if not match:
         raise UnitError(field, f"expected a number, got {describe(text)}")
@@ -119,6 +127,7 @@ def format_size(n: int) -> str:
 __all__ = [
     "BINARY_SUFFIXES",
     "DECIMAL_SUFFIXES",
+    "MAX_NUMBER_CHARS",
     "SUFFIXES",
     "UnitError",
     "describe",

@@ -265,7 +265,7 @@ def test_gamma_without_cv(tmp_path):
     path = write(tmp_path, GOOD.replace("kind: poisson", "kind: gamma"))
     assert str(load_errors(path)) == (
         f"{path}: workload.arrivals.cv: missing required field (needed by kind 'gamma'); "
-        "expected a number > 0 (line 8)")
+        "expected a number >= 0.001 and <= 100 (line 8)")
 
 
 def test_fields_that_make_no_sense_for_the_kind_are_rejected():

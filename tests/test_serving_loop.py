@@ -252,8 +252,8 @@ def test_clear_errors(monkeypatch):
 def _rank_main(rank: int, port: int, result_path: str) -> None:
     import torch.distributed as dist
 
-    from traces.serving.engine import make_shared_kv
-    from traces.serving.shared_side import RemoteSharedSide, SharedMeta, serve_shared
+    from traces.serving.cli import _serve_shared_rank
+    from traces.serving.shared_side import RemoteSharedSide
 
     os.environ["TRITON_INTERPRET"] = "1"
     torch.set_num_threads(1)  # two processes on a small CI machine: no thread oversubscription
@@ -262,22 +262,22 @@ def _rank_main(rank: int, port: int, result_path: str) -> None:
     cfg = small_config("moska", backend="torch")
     try:
         if rank == 1:
-            # the shared rank builds the same model and corpus from the seed, keeps only the corpus
-            engine = DecodeEngine.build(cfg)
-            served = serve_shared(engine.shared, cfg, peer=0, q_dtype=torch.float32)
+            # the shared rank makes the same model and corpus from the seed, keeps only the corpus
+            served = _serve_shared_rank(cfg)
             with open(result_path + ".served", "w") as f:
                 f.write(str(served))
         else:
-            probe = DecodeEngine.build(cfg)
-            meta = [SharedMeta.of(s) for s in make_shared_kv(probe.model, cfg)]
-            side = RemoteSharedSide(meta, cfg, peer=1, shared_device=torch.device("cpu"))
-            engine = DecodeEngine.build(cfg, side=side)
+            engine = DecodeEngine.build(
+                cfg, side_for=lambda meta: RemoteSharedSide(meta, cfg, peer=1,
+                                                            shared_device=torch.device("cpu")))
+            side = engine.side
             rec = run_load(engine, CLOSED, keep_tokens=True)
             side.stop(torch.device("cpu"))
             with open(result_path, "w") as f:
                 json.dump({"tokens": [r.tokens for r in rec.requests],
                            "steps": len(rec.step_batch), "sent": side.bytes_sent,
-                           "received": side.bytes_received}, f)
+                           "received": side.bytes_received,
+                           "layer_requests": side.layer_requests}, f)
     finally:
         dist.destroy_process_group()
 
@@ -301,4 +301,38 @@ def test_shared_attention_on_a_peer_rank_gives_the_colocated_tokens(tmp_path):
     # one layer request per layer of every step was served
     with open(out + ".served") as f:
         assert int(f.read()) == remote["steps"] * layers
+    assert remote["layer_requests"] == remote["steps"] * layers
     assert remote["sent"] > 0 and remote["received"] > 0
+
+
+# -- bench/validate_e2e.py over the shipped measurements ---------------------------------------------
+def test_validate_e2e_compares_every_shipped_point_without_torch():
+    """Every shipped one-GPU measurement gets a row whose measured figures are the file's and whose
+    errors are (simulated - measured) / measured of the figures it prints; the script imports no
+    torch (it runs where the simulator runs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys, runpy; sys.argv = ['validate_e2e', '--json']; "
+            "runpy.run_path('bench/validate_e2e.py', run_name='__main__'); "
+            "assert 'torch' not in sys.modules, 'validate_e2e imported torch'")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    points = json.loads(out)["points"]
+    shipped = sorted((root / "traces/validation/h200-colocated").glob("*.serving.json"))
+    assert len(points) == len(shipped) == 10
+    for p in points:
+        doc = read_measurement(root / p["file"])
+        m, s, e = p["measured"], p["simulated"], p["error"]
+        assert m["throughput_tokens_per_s"] == doc["summary"]["throughput_tokens_per_s"]
+        assert m["tpot_p50_ms"] == doc["summary"]["tpot_ms"]["p50"]
+        assert e["tpot_p50"] == pytest.approx((s["tpot_p50_ms"] - m["tpot_p50_ms"]) / m["tpot_p50_ms"])
+        assert e["throughput"] == pytest.approx(
+            (s["throughput_tokens_per_s"] - m["throughput_tokens_per_s"])
+            / m["throughput_tokens_per_s"])
+        assert s["tpot_p50_ms"] > 0 and s["throughput_tokens_per_s"] > 0
+        if not p["decode_only"] and p["concurrency"]:
+            assert s["decode_rate_tokens_per_s"] == pytest.approx(
+                p["concurrency"] / s["tpot_p50_ms"] * 1e3)

@@ -95,3 +95,14 @@ def test_format_then_parse_round_trips(n):
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_parse_number_reads_repr_of_any_float(x):
     assert math.isclose(parse_number(repr(x)), x, rel_tol=0, abs_tol=0)
+
+
+def test_overlong_numeric_strings_are_refused_before_parsing():
+    """Python refuses int() of over 4300 digits with a bare ValueError; a 100-character
+    limit turns any such string into a UnitError that names the field."""
+    from sim.units import MAX_NUMBER_CHARS
+
+    assert parse_number("9" * MAX_NUMBER_CHARS) == int("9" * MAX_NUMBER_CHARS)
+    for text in ("9" * (MAX_NUMBER_CHARS + 1), "1" + "0" * 5000, "1" * 10**6 + "Ki"):
+        with pytest.raises(UnitError, match=r"seed: expected a number of at most 100 characters"):
+            parse_int(text, "seed")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -267,38 +269,87 @@ def write_trace(path: str | os.PathLike[str], trace: Trace) -> None:
         raise
 
 
-def read_trace(path: str | os.PathLike[str]) -> Trace:
-    """Read and fully validate a trace file; any problem raises a one-line TraceError."""
-    path = Path(path)
-    source = str(path)
+MAX_HEADER_BYTES = 2**20  #: largest header.json
+MAX_HEADER_DEPTH = 32  #: deepest nesting of header.json
+MAX_COLUMN_BYTES = 4 * 2**30  #: largest column (.npy member), uncompressed
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _open_regular(path: Path, source: str) -> io.BufferedReader:
+    """``path`` opened for reading if it is a regular file (a named pipe or a device is
+    refused at once, never waited on); a one-line TraceError otherwise."""
     try:
-        zf = zipfile.ZipFile(path, "r")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise TraceError(f"{source}: no such file") from None
     except IsADirectoryError:
         raise TraceError(f"{source}: is a directory, expected a trace file") from None
+    except (OSError, ValueError) as exc:
+        why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        raise TraceError(f"{source}: cannot read: {why}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else (
+            "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file")
+        raise TraceError(f"{source}: is {what}, expected a trace file")
+    os.set_blocking(fd, True)
+    return open(fd, "rb")
+
+
+def _json_too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest deeper than MAX_HEADER_DEPTH."""
+    if text.count("[") + text.count("{") <= MAX_HEADER_DEPTH:
+        return False
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_HEADER_DEPTH:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
+def read_trace(path: str | os.PathLike[str]) -> Trace:
+    """Read and fully validate a trace file; any problem raises a one-line TraceError.
+
+    Hostile files are refused before they cost memory: a header.json over 1 MiB or nesting
+    deeper than 32, an array whose .npy header declares more data than its member holds.
+    """
+    path = Path(path)
+    source = str(path)
+    fh = _open_regular(path, source)
+    try:
+        zf = zipfile.ZipFile(fh, "r")
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        fh.close()
         raise TraceError(
             f"{source}: not a readable trace file (truncated or corrupt zip: {exc})"
         ) from None
-    with zf:
+    with fh, zf:
         names = set(zf.namelist())
-        header_data = _read_member(zf, HEADER_MEMBER, names, source)
+        header_data = _read_member(zf, HEADER_MEMBER, names, source, MAX_HEADER_BYTES)
         try:
-            header_obj = json.loads(header_data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TraceError(f"{source}: header: not valid JSON ({exc})") from None
+            header_text = header_data.decode("utf-8")
+            if _json_too_deep(header_text):
+                raise TraceError(f"{source}: header: expected JSON nesting at most "
+                                 f"{MAX_HEADER_DEPTH} levels, got deeper")
+            header_obj = json.loads(header_text)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            if isinstance(exc, TraceError):
+                raise
+            raise TraceError(f"{source}: header: not valid JSON ({str(exc)[:120]})") from None
         if not isinstance(header_obj, dict):
             raise TraceError(f"{source}: header: expected a JSON object")
         n_records = header_obj.pop("n_records", None)
         header = TraceHeader.from_json_dict(header_obj, source)
         arrays: dict[str, np.ndarray] = {}
         for name in COLUMN_DTYPES:
-            data = _read_member(zf, f"{name}.npy", names, source)
-            try:
-                arrays[name] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise TraceError(f"{source}: field {name!r}: corrupt array data ({exc})") from None
+            data = _read_member(zf, f"{name}.npy", names, source, MAX_COLUMN_BYTES)
+            arrays[name] = _array(data, name, source)
     columns = Columns(**arrays)
     if n_records is not None and n_records != columns.n_records:
         raise TraceError(
@@ -309,11 +360,45 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     return Trace(header=header, records=ColumnRecords(header, columns))
 
 
-def _read_member(zf: zipfile.ZipFile, member: str, names: set[str], source: str) -> bytes:
+def _array(data: bytes, name: str, source: str) -> np.ndarray:
+    """One column from its .npy bytes, after checking that its header is a plain array
+    whose declared shape and dtype match the bytes present (never allocating more)."""
+    where = f"{source}: field {name!r}"
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(buf, max_header_size=10_000)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(buf, max_header_size=10_000)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if dtype.hasobject or dtype.kind not in "biuf" or len(shape) > 4:
+            raise ValueError(f"expected a plain numeric array of at most 4 dims, got dtype "
+                             f"{dtype} and {len(shape)} dims")
+        count = 1
+        for n in shape:
+            count *= n
+        if count * dtype.itemsize != len(data) - buf.tell():
+            raise ValueError(f"its header declares shape {shape} of {dtype}, "
+                             f"{count * dtype.itemsize:,} bytes; the member holds "
+                             f"{len(data) - buf.tell():,}")
+        buf.seek(0)
+        return np.lib.format.read_array(buf, allow_pickle=False)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
+        raise TraceError(f"{where}: corrupt array data ({str(exc)[:160]})") from None
+
+
+def _read_member(zf: zipfile.ZipFile, member: str, names: set[str], source: str,
+                 limit: int | None = None) -> bytes:
     field = member.removesuffix(".npy").removesuffix(".json")
     where = "header" if member == HEADER_MEMBER else f"field {field!r}"
     if member not in names:
         raise TraceError(f"{source}: {where}: missing from the file ({member})")
+    size = zf.getinfo(member).file_size
+    if limit is not None and size > limit:
+        raise TraceError(f"{source}: {where}: expected at most {limit:,} bytes, the file "
+                         f"declares {size:,}")
     try:
         return zf.read(member)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError) as exc:

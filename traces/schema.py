@@ -108,12 +108,12 @@ class TraceHeader:
         fmt = data.get("format")
         if fmt != FORMAT_NAME:
             raise TraceError(
-                f"{source}: header: field 'format': expected {FORMAT_NAME!r}, got {fmt!r}"
+                f"{source}: header: field 'format': expected {FORMAT_NAME!r}, got {_short(fmt)}"
             )
         version = data.get("format_version")
         if not _is_int(version):
             raise TraceError(
-                f"{source}: header: field 'format_version': expected an integer, got {version!r}"
+                f"{source}: header: field 'format_version': expected an integer, got {_short(version)}"
             )
         if version > FORMAT_VERSION:
             raise TraceError(
@@ -124,7 +124,7 @@ class TraceHeader:
         derived = {"format", "top_k", "lse_base"}
         unknown = sorted(set(data) - known - derived)
         if unknown:
-            raise TraceError(f"{source}: header: field {unknown[0]!r}: unknown field")
+            raise TraceError(f"{source}: header: field {_short(unknown[0])}: unknown field")
         missing = [
             f
             for f in (
@@ -152,12 +152,12 @@ class TraceHeader:
         validate_header(header, source)
         if "top_k" in data and data["top_k"] != header.top_k:
             raise TraceError(
-                f"{source}: header: field 'top_k': {data['top_k']!r} disagrees with "
+                f"{source}: header: field 'top_k': {_short(data['top_k'])} disagrees with "
                 f"ceil(keep_fraction * n_chunks) = {header.top_k}"
             )
         if "lse_base" in data and data["lse_base"] != LSE_BASE:
             raise TraceError(
-                f"{source}: header: field 'lse_base': expected {LSE_BASE!r}, got {data['lse_base']!r}"
+                f"{source}: header: field 'lse_base': expected {LSE_BASE!r}, got {_short(data['lse_base'])}"
             )
         return header
 
@@ -245,6 +245,22 @@ class Trace:
 # validation
 
 
+#: plausible ceilings of the header's integers (far beyond any model or corpus), so that no
+#: accepted header makes a reader allocate or compute out of range
+HEADER_LIMITS: dict[str, int] = {
+    "layers": 4096, "q_heads": 4096, "kv_heads": 4096, "head_dim": 65536,
+    "shared_tokens": 2**34, "chunk_tokens": 2**34, "n_chunks": 2**24,
+}
+
+
+def _short(v: Any) -> str:
+    """``repr(v)``, cut to 60 characters (a header value can be anything)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**60:
+        return "a huge integer"
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -256,7 +272,8 @@ def validate_header(h: TraceHeader, source: str = "trace") -> None:
         return TraceError(f"{source}: header: field {name!r}: {why}")
 
     if not _is_int(h.format_version) or h.format_version < 1:
-        raise bad("format_version", f"expected a positive integer, got {h.format_version!r}")
+        raise bad("format_version",
+                  f"expected a positive integer, got {_short(h.format_version)}")
     for name in (
         "layers",
         "q_heads",
@@ -267,29 +284,30 @@ def validate_header(h: TraceHeader, source: str = "trace") -> None:
         "n_chunks",
     ):
         v = getattr(h, name)
-        if not _is_int(v) or v < 1:
-            raise bad(name, f"expected an integer >= 1, got {v!r}")
+        if not _is_int(v) or not 1 <= v <= HEADER_LIMITS[name]:
+            raise bad(name, f"expected an integer in [1, {HEADER_LIMITS[name]}], got {_short(v)}")
     if h.q_heads % h.kv_heads:
         raise bad("q_heads", f"{h.q_heads} is not a multiple of kv_heads={h.kv_heads}")
     if h.dtype not in DTYPES:
-        raise bad("dtype", f"expected one of {', '.join(DTYPES)}, got {h.dtype!r}")
+        raise bad("dtype", f"expected one of {', '.join(DTYPES)}, got {_short(h.dtype)}")
     expect = n_chunks_for(h.shared_tokens, h.chunk_tokens)
     if h.n_chunks != expect:
         raise bad("n_chunks", f"{h.n_chunks} != ceil(shared_tokens / chunk_tokens) = {expect}")
     kf = h.keep_fraction
     if not isinstance(kf, (float, np.floating)) or not (0.0 < float(kf) <= 1.0):
-        raise bad("keep_fraction", f"expected a number in (0, 1], got {kf!r}")
+        raise bad("keep_fraction", f"expected a number in (0, 1], got {_short(kf)}")
     if not isinstance(h.device, str) or not h.device:
-        raise bad("device", f"expected a non-empty string, got {h.device!r}")
+        raise bad("device", f"expected a non-empty string, got {_short(h.device)}")
     if h.chip_hint is not None and (not isinstance(h.chip_hint, str) or not h.chip_hint):
-        raise bad("chip_hint", f"expected null or a non-empty string, got {h.chip_hint!r}")
+        raise bad("chip_hint",
+                  f"expected null or a non-empty string, got {_short(h.chip_hint)}")
     if not isinstance(h.software, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in h.software.items()
     ):
         raise bad("software", "expected an object of string -> string (package -> version)")
     for name in ("created_at", "notes"):
         if not isinstance(getattr(h, name), str):
-            raise bad(name, f"expected a string, got {getattr(h, name)!r}")
+            raise bad(name, f"expected a string, got {_short(getattr(h, name))}")
     if not isinstance(h.capture, Mapping) or not all(isinstance(k, str) for k in h.capture):
         raise bad("capture", "expected an object with string keys")
 

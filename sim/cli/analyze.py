@@ -8,18 +8,20 @@ shared tokens, one line per system, log axes).
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 from sim.analytic import scenario
 from sim.analytic.sweeps import analyze, text_table, tokens_label, write_outputs
+from sim.atomic import staged_folder
+from sim.cli.common import ArgumentParser, check_out_path
 from sim.config import analysis_settings, load_config, resolve
 
 
 def analyze_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="moska-sim analyze", description=__doc__)
+    p = ArgumentParser(prog="moska-sim analyze", description=__doc__)
     p.add_argument("config", help="experiment YAML (e.g. workloads/paper.yaml)")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     p.add_argument("--out", help="folder for analysis.json/.png/.md "
@@ -27,6 +29,11 @@ def analyze_main(argv: list[str]) -> int:
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
+    out: Path | None = None
+    if not args.no_write:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = check_out_path(Path(args.out) if args.out is not None
+                             else Path("results") / f"{cfg.name}-analysis-{stamp}")
     sc = scenario(resolve(cfg, with_workload=False))
     settings = analysis_settings(cfg)
     batch = settings.batch
@@ -46,10 +53,9 @@ def analyze_main(argv: list[str]) -> int:
         print(text_table(result["table"]))
         print("\nBest throughput (tokens/s) per shared-context size, and MoSKA's ratio:")
         print(text_table(result["shared_table"]))
-    if not args.no_write:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out) if args.out else Path("results") / f"{cfg.name}-analysis-{stamp}"
-        files = write_outputs(out, result)
+    if out is not None:
+        with staged_folder(out) as tmp:  # the folder appears whole or not at all
+            files = [out / os.path.relpath(f, tmp) for f in write_outputs(tmp, result)]
         if not args.json:
             print(f"\nwrote {', '.join(str(f) for f in files)}")
     return 0

@@ -3,25 +3,27 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from sim.cli.common import (
+    ArgumentParser,
     add_set_argument,
     add_timeline_arguments,
-    check_out_dir,
+    check_out_path,
     options_from_args,
     overrides_from_args,
     print_note,
     summary_line,
 )
+from sim.config import load_config
 from sim.run.replay import replay_simulation
+from sim.run.results import default_out_dir, write_results
 
 
 def replay_main(argv: list[str]) -> int:
     """``moska-sim replay TRACE --config CONFIG [--out DIR] [--arrivals config|trace]``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="moska-sim replay",
         description="Simulate an experiment YAML with a recorded trace's routing decisions "
                     "(and optionally its requests) instead of the statistical router.")
@@ -38,12 +40,13 @@ def replay_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         timeline = options_from_args(args)
-        check_out_dir(args.out)
-        overrides = overrides_from_args(args)
-        result = replay_simulation(args.trace, args.config, args.out, arrivals=args.arrivals,
-                                   progress=not args.no_progress, overrides=overrides,
-                                   timeline=timeline)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+        config = load_config(args.config, overrides_from_args(args))
+        out = check_out_path(args.out if args.out is not None else default_out_dir(config.name))
+        result = replay_simulation(args.trace, config, arrivals=args.arrivals,
+                                   progress=not args.no_progress, timeline=timeline,
+                                   write=False)
+        result.out_dir = write_results(result, out)
+    except (ValueError, KeyError) as exc:
         print(f"moska-sim replay: error: {exc}", file=sys.stderr)
         return 2
     print_note(result.timeline)

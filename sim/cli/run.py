@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from sim.cli.common import (
+    ArgumentParser,
     add_set_argument,
     add_timeline_arguments,
-    check_out_dir,
+    check_out_path,
     options_from_args,
     overrides_from_args,
     print_note,
     summary_line,
 )
+from sim.config import load_config
 from sim.run import run_simulation
+from sim.run.results import default_out_dir, write_results
 
 
 def run_main(argv: list[str]) -> int:
     """``moska-sim run CONFIG [--out DIR] [--set KEY=VALUE ...] [--no-progress] [--timeline
-    [--timeline-window START:END] [--timeline-max-events N]]``."""
-    parser = argparse.ArgumentParser(prog="moska-sim run",
-                                     description="Simulate one experiment YAML.")
+    [--timeline-window START:END] [--timeline-max-events N]]``.
+
+    Everything is checked before simulating: the options, the config and the results
+    folder (``--out``, or ``results/<name>-<time>/``), which must be absent or empty and
+    writable with free space; the folder is written atomically at the end.
+    """
+    parser = ArgumentParser(prog="moska-sim run", description="Simulate one experiment YAML.")
     parser.add_argument("config", type=Path, help="experiment YAML")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
@@ -32,10 +38,12 @@ def run_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         timeline = options_from_args(args)
-        check_out_dir(args.out)
-        result = run_simulation(args.config, args.out, progress=not args.no_progress,
-                                timeline=timeline, overrides=overrides_from_args(args))
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+        config = load_config(args.config, overrides_from_args(args))
+        out = check_out_path(args.out if args.out is not None else default_out_dir(config.name))
+        result = run_simulation(config, progress=not args.no_progress, timeline=timeline,
+                                write=False)
+        result.out_dir = write_results(result, out)
+    except (ValueError, KeyError) as exc:
         print(f"moska-sim run: error: {exc}", file=sys.stderr)
         return 2
     print_note(result.timeline)

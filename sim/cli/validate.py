@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from sim.cli.common import ArgumentParser
 from sim.config import ConfigError, load_config, parse_assignment
 
 
@@ -14,7 +14,7 @@ def validate_main(argv: list[str]) -> int:
     Prints the resolved config to stdout and returns 0, or prints every error to stderr
     (one per line) and returns 2.
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="moska-sim validate",
         description="Check an experiment YAML; print it resolved (defaults filled in).")
     parser.add_argument("file", help="experiment YAML")

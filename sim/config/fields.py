@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -32,6 +33,39 @@ from sim.units import UnitError, describe, parse_int, parse_number
 TAG_ERROR = "moska_tag"  # a tagged union whose key is missing or names no variant
 FIELD_ERROR = "moska"  # one field's own check failed; ctx['text'] is the message
 CROSS_ERROR = "moska_fields"  # checks across fields; ctx['issues'] = ((dotted path, text), ...)
+
+# Plausibility bounds (docs/config.md, "Bounds"): far beyond any real cluster or workload,
+# and low enough that no accepted value overflows the integer-ns clock, int64 arrays or a
+# float (a run's simulated time stays below 2^63 ns, about 292 years).
+MAX_NODES = 4096  #: nodes in one group; also hosts per leaf, spines, tp
+MIN_BANDWIDTH_GBPS = 1e-3  #: 1 MB/s
+MAX_BANDWIDTH_GBPS = 1e6  #: 1 PB/s
+MAX_LATENCY_NS = 1e10  #: 10 s
+MAX_PRICE_PER_HOUR = 1e6  #: USD per node hour
+MAX_CONTEXT_TOKENS = 2**30  #: one request's own context (1Gi tokens)
+MAX_SHARED_TOKENS = 2**34  #: one shared corpus (16Gi tokens)
+MAX_CORPORA = 100_000  #: distinct shared corpora
+MAX_CV = 10.0  #: coefficient of variation of a token distribution (its far tail x KV
+# bytes per token stays within int64)
+MAX_ZIPF = 100.0  #: Zipf exponent
+MAX_BATCH = 2**20  #: queries in one batch, requests running or in the analysis sweep
+MAX_WINDOW_US = 1e9  #: batching window (1000 s)
+MAX_REQUESTS = 10**7  #: requests one run simulates (also arrivals planned from a duration)
+MAX_DURATION_S = 1e8  #: simulated seconds (about 3 years)
+MAX_SEED = 2**63 - 1
+MAX_LIST = 1024  #: items in a sweep list
+MIN_RATE_PER_S = 1e-6  #: one request every 11.6 days
+MAX_RATE_PER_S = 1e9
+MAX_CONCURRENCY = 10**6  #: closed-loop clients
+MIN_TIME_SCALE, MAX_TIME_SCALE = 1e-6, 100.0  #: trace time multiplier (trace spans
+# are at most 1e7 s, workloads.arrivals.trace_rows.MAX_TRACE_SPAN_NS)
+#: upper/lower bounds of each arrival parameter (its declared gt/ge stay the floor)
+ARRIVAL_LIMITS: dict[str, dict[str, float]] = {
+    "rate_per_s": {"ge": MIN_RATE_PER_S, "le": MAX_RATE_PER_S},
+    "cv": {"ge": 1e-3, "le": 100.0},
+    "concurrency": {"le": MAX_CONCURRENCY},
+    "time_scale": {"ge": MIN_TIME_SCALE, "le": MAX_TIME_SCALE},
+}
 
 # '~Tag' -> model class of that variant, and its label ("kind 'gamma'"), for error messages
 TAGS: dict[str, type[BaseModel]] = {}
@@ -81,67 +115,109 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
-def _in_bounds(x: float, gt: float | None, ge: float | None, lt: float | None,
-               le: float | None) -> bool:
-    return ((gt is None or x > gt) and (ge is None or x >= ge)
-            and (lt is None or x < lt) and (le is None or x <= le))
+def _floor_text(gt: float | None, ge: float | None) -> str:
+    """The declared floor in words: ``> gt`` when there is one (the natural bound), else
+    ``>= ge``."""
+    return _bounds_text(gt, None if gt is not None else ge, None, None)
+
+
+def _range_text(gt: float | None, ge: float | None, lt: float | None, le: float | None) -> str:
+    """The whole range, the tighter floor only (``>= 1e-06`` rather than ``> 0 and >=``)."""
+    if gt is not None and ge is not None:
+        gt, ge = (None, ge) if ge > gt else (gt, None)
+    return _bounds_text(gt, ge, lt, le)
+
+
+def _broken(x: float, gt: float | None, ge: float | None, lt: float | None,
+            le: float | None) -> str | None:
+    """The first bound ``x`` breaks, in words (``> 0``, ``>= 1e-06``, ``<= 4096``), or None."""
+    for op, v, ok in ((">", gt, lambda b: x > b), (">=", ge, lambda b: x >= b),
+                      ("<", lt, lambda b: x < b), ("<=", le, lambda b: x <= b)):
+        if v is not None and not ok(v):
+            return f"{op} {_num(v)}"
+    return None
 
 
 def number(*, gt: float | None = None, ge: float | None = None, lt: float | None = None,
            le: float | None = None) -> Any:
-    """A real number (resolved as float) within the given bounds; '1e9' and '2.5k' accepted."""
-    bounds = _bounds_text(gt, ge, lt, le)
-    what = f"a number {bounds}".strip()
+    """A real number (resolved as float) within the given bounds; '1e9' and '2.5k' accepted.
+
+    An error names the floor broken (``expected a number > 0, got -3``) or, above the
+    ceiling, the whole range (``expected a number >= 1e-06 and <= 1000000000, got 1e+30``;
+    the ceilings are the plausibility bounds of docs/config.md); what is not a number gets
+    the floor (``expected a number > 0, got 'abc'``).
+    """
+    what = f"a number {_range_text(gt, ge, lt, le)}".strip()
+    floor = f"a number {_floor_text(gt, ge)}".strip()
 
     def check(value: Any) -> float:
         try:
             x = float(parse_number(value))
         except UnitError as exc:
             why = f"; {exc.reason}" if exc.reason.startswith("unknown suffix") else ""
-            raise fail(f"expected {what}, got {describe(value)}{why}") from None
-        if not _in_bounds(x, gt, ge, lt, le):
-            raise fail(f"expected {what}, got {describe(value)}")
+            raise fail(f"expected {floor}, got {describe(value)}{why}") from None
+        except OverflowError:  # an integer too large for a float
+            raise fail(f"expected {what}, got {describe(value)}") from None
+        if broken := _broken(x, gt, ge, lt, le):
+            shown = what if broken[0] == "<" else f"a number {broken}"
+            raise fail(f"expected {shown}, got {describe(value)}")
         return x
 
     return Annotated[float, BeforeValidator(check), Expect(what)]
 
 
 def integer(*, ge: int | None = None, le: int | None = None, size: bool = False) -> Any:
-    """A whole number within bounds; ``size=True`` for counts of tokens ('64Ki', '16Mi', '1M')."""
-    bounds = _bounds_text(None, ge, None, le)
+    """A whole number within bounds; ``size=True`` for counts of tokens ('64Ki', '16Mi', '1M').
+
+    An error names the bound broken, as for :func:`number`.
+    """
     noun = "a size" if size else "an integer"
     example = " (an integer, or a string such as '64Ki', '16Mi', '1M')" if size else ""
-    what = f"{noun} {bounds}".strip()
+    what = f"{noun} {_bounds_text(None, ge, None, le)}".strip()
+    floor = f"{noun} {_floor_text(None, ge)}".strip()
 
     def check(value: Any) -> int:
         try:
             n = parse_int(value)
         except UnitError as exc:
             why = f"; {exc.reason}" if exc.reason.startswith("unknown suffix") else ""
-            raise fail(f"expected {what}{example}, got {describe(value)}{why}") from None
-        if not _in_bounds(n, None, ge, None, le):
-            raise fail(f"expected {what}, got {describe(value)}")
+            raise fail(f"expected {floor}{example}, got {describe(value)}{why}") from None
+        if broken := _broken(n, None, ge, None, le):
+            shown = what if broken[0] == "<" else f"{noun} {broken}"
+            raise fail(f"expected {shown}, got {describe(value)}")
         return n
 
     return Annotated[int, BeforeValidator(check), Expect(what)]
 
 
-def size(*, ge: int = 0) -> Any:
-    """A token count >= ``ge``: an int or '64Ki' (binary), '1M' (decimal), '1e6', '1_000'."""
-    return integer(ge=ge, size=True)
+def size(*, ge: int = 0, le: int | None = None) -> Any:
+    """A token count >= ``ge`` (and <= ``le``): an int or '64Ki' (binary), '1M' (decimal),
+    '1e6', '1_000'."""
+    return integer(ge=ge, le=le, size=True)
 
 
-def size_list(*, ge: int = 1) -> Any:
-    """A non-empty list of sizes, resolved as a tuple (configs are immutable)."""
-    item = integer(ge=ge, size=True)
-    what = f"a non-empty list of sizes >= {ge}"
+def size_list(*, ge: int = 1, le: int | None = None, max_items: int = MAX_LIST) -> Any:
+    """A non-empty list of at most ``max_items`` sizes, resolved as a tuple (configs are
+    immutable)."""
+    item = integer(ge=ge, le=le, size=True)
+    what = f"a non-empty list of at most {max_items} sizes >= {ge}"
 
     def check(value: Any) -> tuple[int, ...]:
-        if not isinstance(value, (list, tuple)) or not value:
+        if not isinstance(value, (list, tuple)) or not value or len(value) > max_items:
             raise fail(f"expected {what}, got {describe(value)}")
         return tuple(value)
 
     return Annotated[tuple[item, ...], BeforeValidator(check), Expect(what)]
+
+
+def arrival_bounds(name: str, gt: float | None, ge: float | None) -> dict[str, float | None]:
+    """Bounds of an arrival parameter: its declared ``gt``/``ge`` tightened by
+    :data:`ARRIVAL_LIMITS` (a plausible floor and ceiling)."""
+    limits = ARRIVAL_LIMITS.get(name, {})
+    floor = limits.get("ge")
+    if floor is not None and (ge is None or floor > ge):
+        ge = floor
+    return {"gt": gt, "ge": ge, "le": limits.get("le")}
 
 
 def suggest(value: str, options: Sequence[str]) -> str:
@@ -214,10 +290,20 @@ def existing_file() -> Any:
         if not isinstance(value, str) or not value:
             raise fail(f"expected {what}, got {describe(value)}")
         base = (info.context or {}).get("base_dir") or os.getcwd()
+        if "\0" in value or len(value) > 4095:
+            raise fail(f"expected {what}, got {describe(value)}")
         path = Path(os.path.abspath(Path(base) / Path(value).expanduser()))
-        if not path.is_file():
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = None
+        if mode is None:
             raise fail(f"file not found: {str(path)!r}"
                        + (f" (from {value!r})" if value != str(path) else ""))
+        if not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe"
+                    if stat.S_ISFIFO(mode) else "a device or socket")
+            raise fail(f"expected a regular file, got {kind}: {str(path)!r}")
         return str(path)
 
     return Annotated[str, BeforeValidator(check), Expect(what)]
@@ -265,6 +351,7 @@ def by_shape(scalar: Any, mapping: Any, what: str) -> Any:
 
 
 __all__ = [
+    "ARRIVAL_LIMITS",
     "CROSS_ERROR",
     "FIELD_ERROR",
     "TAGS",
@@ -272,6 +359,7 @@ __all__ = [
     "TAG_LABELS",
     "Expect",
     "StrictModel",
+    "arrival_bounds",
     "by_shape",
     "choice",
     "cross_fail",

@@ -9,7 +9,9 @@ in :mod:`sim.config.schema`; docs/config.md documents every field.
 from __future__ import annotations
 
 import copy
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,16 +19,78 @@ from typing import Any
 from pydantic import ValidationError
 
 from sim.config.errors import ConfigError, FieldPath, Issue, issues_from_validation
+from sim.config.fields import MAX_DURATION_S, MAX_REQUESTS
 from sim.config.schema import ExperimentConfig
-from sim.config.yaml_source import load_yaml_text
+from sim.config.yaml_source import MAX_YAML_BYTES, load_yaml_text
 from sim.units import describe
 
 Overrides = Mapping[str | FieldPath, Any]
 
+MAX_SET_VALUE = 64 * 2**10  #: longest ``--set`` value, characters
+MAX_KEY_LENGTH = 256  #: longest dotted override key, characters
+MAX_KEY_PARTS = 16  #: most parts of a dotted override key
+
+
+def _kind_of(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_text_file(path: str | Path, source: str, limit: int = MAX_YAML_BYTES,
+                   what: str = "YAML") -> str:
+    """The UTF-8 text of the regular file at ``path``, at most ``limit`` bytes.
+
+    Opened without blocking and checked with ``fstat`` before reading, so a named pipe, a
+    device or a folder is refused at once (never waited on); every failure is a one-line
+    :class:`ConfigError` naming the file and what was expected.
+    """
+    def error(text: str, line: int | None = None) -> ConfigError:
+        return ConfigError([Issue(source, (), text, line)])
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error("file not found") from None
+    except IsADirectoryError:
+        raise error("expected a file, got a folder") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+            reason = "too many levels of symbolic links"
+        raise error(f"cannot read: {reason}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise error(f"expected a regular file, got {_kind_of(mode)}")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise error(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"expected at most {limit // 2**10:,} KiB of {what}, the file is larger")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(f"expected UTF-8 text, got byte 0x{data[exc.start]:02x} that is not "
+                    f"UTF-8 (at byte {exc.start})", line) from None
+
 
 def _split(key: str | FieldPath) -> FieldPath:
     """``'workload.arrivals.rate_per_s'`` -> ``('workload', 'arrivals', 'rate_per_s')``."""
+    if isinstance(key, str) and len(key) > MAX_KEY_LENGTH:
+        raise ConfigError([Issue("<overrides>", (), f"override key of {len(key):,} characters; "
+                                 f"expected a dotted path of at most {MAX_KEY_LENGTH}")])
     parts = tuple(key.split(".")) if isinstance(key, str) else tuple(key)
+    if len(parts) > MAX_KEY_PARTS:
+        raise ConfigError([Issue("<overrides>", (), f"override key {describe(key)} has "
+                                 f"{len(parts)} parts; expected at most {MAX_KEY_PARTS}")])
     if not parts or any(p == "" for p in parts):
         raise ConfigError([Issue("<overrides>", (), f"bad override key {key!r}; expected a "
                                                    "dotted path such as 'run.seed'")])
@@ -88,10 +152,38 @@ def _validate(data: Any, source: str, base_dir: Path | None,
                                  lines.get(path)) for path, key in bad])
     context = {"base_dir": str(base_dir) if base_dir is not None else os.getcwd()}
     try:
-        return ExperimentConfig.model_validate(data, context=context)
+        cfg = ExperimentConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(issues_from_validation(exc, ExperimentConfig, source, lines,
                                                  overridden or [])) from None
+    if issues := _plausibility_issues(cfg):
+        lines, overridden = lines or {}, overridden or []
+        raise ConfigError([Issue(source, path, text + (" (set by override)" if any(
+            path[: len(o)] == tuple(o) for o in overridden) else ""), lines.get(path))
+            for path, text in issues])
+    return cfg
+
+
+def _plausibility_issues(cfg: ExperimentConfig) -> list[tuple[FieldPath, str]]:
+    """Checks across sections that keep a run finite: an open-loop run of ``run.requests``
+    arrivals spans at most MAX_DURATION_S simulated seconds, and one bounded only by
+    ``run.duration_s`` plans at most MAX_REQUESTS arrivals."""
+    arrivals, run = cfg.workload.arrivals, cfg.run
+    rate = getattr(arrivals, "rate_per_s", None)
+    if rate is None:
+        return []
+    where: FieldPath = ("workload", "arrivals", "rate_per_s")
+    if run.duration_s is None and run.requests is not None \
+            and run.requests / rate > MAX_DURATION_S:
+        return [(where, (f"expected a rate >= {run.requests / MAX_DURATION_S:.3g} per s, so that "
+                         f"run.requests ({run.requests}) arrive within {MAX_DURATION_S:.0e} "
+                         f"simulated seconds; got {rate:g} (or set run.duration_s)"))]
+    if run.requests is None and run.duration_s is not None \
+            and rate * run.duration_s > MAX_REQUESTS:
+        return [(where, (f"expected at most {MAX_REQUESTS:.0e} arrivals in run.duration_s "
+                         f"({run.duration_s:g} s), got a rate of {rate:g} per s "
+                         f"({rate * run.duration_s:.3g} arrivals; or set run.requests)"))]
+    return []
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>", *,
@@ -108,12 +200,7 @@ def load_config(path: str | Path, overrides: Overrides | None = None) -> Experim
     the file's own values and errors about them say "(set by override)".
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Issue(source, (), "file not found")]) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError([Issue(source, (), f"cannot read: {exc}")]) from None
+    text = read_text_file(path, source)
     loaded = load_yaml_text(text, source)
     data, paths = loaded.data, []
     if overrides:
@@ -138,7 +225,13 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError([Issue("--set", (), f"expected KEY=VALUE, got {text!r}")])
+        raise ConfigError([Issue("--set", (), f"expected KEY=VALUE, got {describe(text)}")])
+    if len(raw) > MAX_SET_VALUE:
+        raise ConfigError([Issue(f"--set {describe(key.strip())}", (), (
+            f"value of {len(raw):,} characters; expected at most {MAX_SET_VALUE // 2**10} KiB"))])
+    if len(key.strip()) > MAX_KEY_LENGTH:
+        raise ConfigError([Issue("--set", (), f"key of {len(key.strip()):,} characters; "
+                                 f"expected a dotted path of at most {MAX_KEY_LENGTH}")])
     loaded = load_yaml_text(raw, f"--set {key.strip()}")
     return key.strip(), loaded.data if raw.strip() else None
 
@@ -151,5 +244,6 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "parse_assignment",
+    "read_text_file",
     "with_overrides",
 ]

@@ -14,7 +14,23 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from sim.config.fields import (
+    MAX_BANDWIDTH_GBPS,
+    MAX_BATCH,
+    MAX_CONTEXT_TOKENS,
+    MAX_CORPORA,
+    MAX_CV,
+    MAX_DURATION_S,
+    MAX_LATENCY_NS,
+    MAX_NODES,
+    MAX_PRICE_PER_HOUR,
+    MAX_REQUESTS,
+    MAX_SEED,
+    MAX_SHARED_TOKENS,
+    MAX_WINDOW_US,
+    MAX_ZIPF,
+    MIN_BANDWIDTH_GBPS,
     StrictModel,
+    arrival_bounds,
     by_shape,
     choice,
     Expect,
@@ -66,9 +82,10 @@ def _systems() -> list[str]:
 class NodeGroup(StrictModel):
     """A group of identical nodes (one chip each)."""
 
-    nodes: integer(ge=0) = Field(description="number of nodes in the group")
+    nodes: integer(ge=0, le=MAX_NODES) = Field(description="number of nodes in the group")
     chip: registered("chip", _chips) = Field(description="chip preset name (hw/presets)")
-    price_per_hour: number(ge=0) | None = Field(None, description="USD per node hour")
+    price_per_hour: number(ge=0, le=MAX_PRICE_PER_HOUR) | None = Field(
+        None, description="USD per node hour")
     hbm_usable_fraction: number(gt=0, le=1) = Field(
         0.9, description="fraction of each chip's HBM that holds weights and KV; the rest is "
                          "reserved for activations and workspace (vLLM's default 0.9)")
@@ -79,8 +96,9 @@ class Link(StrictModel):
 
     preset: registered("link preset", _links) | None = Field(
         None, description="link preset name; its numbers fill the fields not given")
-    bandwidth_GBps: number(gt=0) = Field(description="GB/s per direction, 1 GB = 1e9 B")
-    latency_ns: number(ge=0) = Field(description="one-way latency, ns")
+    bandwidth_GBps: number(ge=MIN_BANDWIDTH_GBPS, le=MAX_BANDWIDTH_GBPS) = Field(
+        description="GB/s per direction, 1 GB = 1e9 B")
+    latency_ns: number(ge=0, le=MAX_LATENCY_NS) = Field(description="one-way latency, ns")
 
     @model_validator(mode="before")
     @classmethod
@@ -103,7 +121,7 @@ def _nvlink() -> Link:
 class UniqueNodeGroup(NodeGroup):
     """The unique nodes (chips); ``tp`` of them form one replica (a multi-GPU node)."""
 
-    tp: integer(ge=1) = Field(
+    tp: integer(ge=1, le=MAX_NODES) = Field(
         1, description="tensor-parallel chips per replica (every system); a replica pays "
                        "two all-reduces per layer over its link")
     link: Link = Field(default_factory=_nvlink,
@@ -117,11 +135,11 @@ class Fabric(StrictModel):
     topology: choice("switch", "ring", "fat_tree") = Field(
         "switch", description="switch | ring | fat_tree")
     link: Link = Field(description="every link of the fabric")
-    hosts_per_leaf: integer(ge=1) | None = Field(
+    hosts_per_leaf: integer(ge=1, le=MAX_NODES) | None = Field(
         None, description="nodes per leaf switch; fat_tree only (default 4 there)")
-    spines: integer(ge=1) | None = Field(
+    spines: integer(ge=1, le=MAX_NODES) | None = Field(
         None, description="spine switches; fat_tree only (default: hosts_per_leaf)")
-    switch_latency_ns: number(ge=0) = Field(0.0, description="extra latency per switch hop, ns")
+    switch_latency_ns: number(ge=0, le=MAX_LATENCY_NS) = Field(0.0, description="extra latency per switch hop, ns")
 
     @model_validator(mode="before")
     @classmethod
@@ -170,10 +188,14 @@ class Cluster(StrictModel):
 
 def _arrival_field(param: Param) -> tuple[Any, Any]:
     """(type, Field) of one declared arrival parameter."""
+    bounds = arrival_bounds(param.name, param.gt, param.ge)
     if param.kind == "number":
-        kind: Any = number(gt=param.gt, ge=param.ge, le=param.le)
+        if param.le is not None:
+            bounds["le"] = param.le if bounds["le"] is None else min(bounds["le"], param.le)
+        kind: Any = number(**bounds)
     elif param.kind == "integer":
-        kind = integer(ge=int(param.ge) if param.ge is not None else None)
+        kind = integer(ge=int(bounds["ge"]) if bounds["ge"] is not None else None,
+                       le=int(bounds["le"]) if bounds["le"] is not None else None)
     elif param.kind == "file":
         kind = existing_file()
     else:
@@ -230,7 +252,7 @@ class FixedDist(StrictModel):
     """Every request gets the same value."""
 
     dist: Literal["fixed"] = "fixed"
-    mean: size(ge=1) = Field(description="the value")
+    mean: size(ge=1, le=MAX_CONTEXT_TOKENS) = Field(description="the value")
 
     def expected(self) -> float:
         return float(self.mean)
@@ -240,8 +262,8 @@ class UniformDist(StrictModel):
     """Integers uniform on [min, max]."""
 
     dist: Literal["uniform"] = "uniform"
-    min: size(ge=0) = Field(description="smallest value")
-    max: size(ge=1) = Field(description="largest value")
+    min: size(ge=0, le=MAX_CONTEXT_TOKENS) = Field(description="smallest value")
+    max: size(ge=1, le=MAX_CONTEXT_TOKENS) = Field(description="largest value")
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformDist:
@@ -257,9 +279,9 @@ class ExponentialDist(_Clipped, StrictModel):
     """Exponential with the given mean (cv is 1), rounded and clipped."""
 
     dist: Literal["exponential"] = "exponential"
-    mean: number(gt=0) = Field(description="mean before clipping")
-    min: size(ge=0) = Field(1, description=MIN_HELP)
-    max: size(ge=1) | None = Field(None, description=MAX_HELP)
+    mean: number(gt=0, le=MAX_CONTEXT_TOKENS) = Field(description="mean before clipping")
+    min: size(ge=0, le=MAX_CONTEXT_TOKENS) = Field(1, description=MIN_HELP)
+    max: size(ge=1, le=MAX_CONTEXT_TOKENS) | None = Field(None, description=MAX_HELP)
 
     @model_validator(mode="after")
     def _bounds(self) -> ExponentialDist:
@@ -275,10 +297,10 @@ class LognormalDist(_Clipped, StrictModel):
     """Lognormal with the given mean and coefficient of variation, rounded and clipped."""
 
     dist: Literal["lognormal"] = "lognormal"
-    mean: number(gt=0) = Field(description="mean before clipping")
-    cv: number(gt=0) = Field(1.0, description="standard deviation / mean")
-    min: size(ge=0) = Field(1, description=MIN_HELP)
-    max: size(ge=1) | None = Field(None, description=MAX_HELP)
+    mean: number(gt=0, le=MAX_CONTEXT_TOKENS) = Field(description="mean before clipping")
+    cv: number(gt=0, le=MAX_CV) = Field(1.0, description="standard deviation / mean")
+    min: size(ge=0, le=MAX_CONTEXT_TOKENS) = Field(1, description=MIN_HELP)
+    max: size(ge=1, le=MAX_CONTEXT_TOKENS) | None = Field(None, description=MAX_HELP)
 
     @model_validator(mode="after")
     def _bounds(self) -> LognormalDist:
@@ -294,10 +316,10 @@ class NormalDist(_Clipped, StrictModel):
     """Normal with the given mean and coefficient of variation, rounded and clipped."""
 
     dist: Literal["normal"] = "normal"
-    mean: number(gt=0) = Field(description="mean before clipping")
-    cv: number(gt=0) = Field(description="standard deviation / mean")
-    min: size(ge=0) = Field(1, description=MIN_HELP)
-    max: size(ge=1) | None = Field(None, description=MAX_HELP)
+    mean: number(gt=0, le=MAX_CONTEXT_TOKENS) = Field(description="mean before clipping")
+    cv: number(gt=0, le=MAX_CV) = Field(description="standard deviation / mean")
+    min: size(ge=0, le=MAX_CONTEXT_TOKENS) = Field(1, description=MIN_HELP)
+    max: size(ge=1, le=MAX_CONTEXT_TOKENS) | None = Field(None, description=MAX_HELP)
 
     @model_validator(mode="after")
     def _bounds(self) -> NormalDist:
@@ -310,7 +332,7 @@ class NormalDist(_Clipped, StrictModel):
 
 
 Distribution = tagged("dist", [FixedDist, UniformDist, ExponentialDist, LognormalDist, NormalDist])
-TokenCount = by_shape(size(ge=1), Distribution,
+TokenCount = by_shape(size(ge=1, le=MAX_CONTEXT_TOKENS), Distribution,
                       "a size >= 1 or a mapping {dist: fixed|uniform|exponential|lognormal|"
                       "normal, mean, cv, min, max}")
 
@@ -318,7 +340,7 @@ TokenCount = by_shape(size(ge=1), Distribution,
 class Zipf(StrictModel):
     """Zipf popularity: the chunk of rank r is chosen with weight r^-s."""
 
-    zipf: number(ge=0) = Field(description="exponent s (0 is uniform)")
+    zipf: number(ge=0, le=MAX_ZIPF) = Field(description="exponent s (0 is uniform)")
 
 
 Popularity = by_shape(choice("uniform", what="'uniform' or a mapping {zipf: s}"), Zipf,
@@ -328,12 +350,12 @@ Popularity = by_shape(choice("uniform", what="'uniform' or a mapping {zipf: s}")
 class SharedContext(StrictModel):
     """The shared corpus (or corpora) every request attends over, and how it is routed."""
 
-    tokens: size(ge=0) = Field(description="tokens in each shared corpus")
-    chunk_tokens: size(ge=1) = Field(2048, description="tokens per chunk (routing unit)")
+    tokens: size(ge=0, le=MAX_SHARED_TOKENS) = Field(description="tokens in each shared corpus")
+    chunk_tokens: size(ge=1, le=MAX_SHARED_TOKENS) = Field(2048, description="tokens per chunk (routing unit)")
     keep_fraction: number(gt=0, le=1) = Field(
         1.0, description="fraction of chunks the router keeps per query (0.25 = 75% sparsity)")
     popularity: Popularity = Field("uniform", description="how selections spread over chunks")
-    corpora: integer(ge=1) = Field(1, description="number of distinct shared corpora")
+    corpora: integer(ge=1, le=MAX_CORPORA) = Field(1, description="number of distinct shared corpora")
 
     @model_validator(mode="after")
     def _chunk_fits(self) -> SharedContext:
@@ -386,9 +408,9 @@ class Workload(StrictModel):
 class Batching(StrictModel):
     """How shared nodes batch queries and how many requests a unique node decodes at once."""
 
-    max_batch: integer(ge=1) = Field(512, description="queries per shared-node chunk batch")
-    window_us: number(ge=0) = Field(0.0, description="longest wait to fill a batch, us")
-    max_running: integer(ge=1) | None = Field(
+    max_batch: integer(ge=1, le=MAX_BATCH) = Field(512, description="queries per shared-node chunk batch")
+    window_us: number(ge=0, le=MAX_WINDOW_US) = Field(0.0, description="longest wait to fill a batch, us")
+    max_running: integer(ge=1, le=MAX_BATCH) | None = Field(
         None, description="cap on decoding requests per unique node (null: HBM decides)")
     prefill_chunk_tokens: integer(ge=1) | None = Field(
         2048, description="prompt tokens a unique node prefills per step beside its decode "
@@ -403,12 +425,12 @@ class Batching(StrictModel):
 class Run(StrictModel):
     """How long to simulate, with which seed, at which fidelity."""
 
-    requests: integer(ge=1) | None = Field(None, description="stop after this many requests")
-    duration_s: number(gt=0) | None = Field(None, description="stop at this simulated time, s")
-    seed: integer(ge=0) = Field(0, description="root seed of every random stream")
+    requests: integer(ge=1, le=MAX_REQUESTS) | None = Field(None, description="stop after this many requests")
+    duration_s: number(gt=0, le=MAX_DURATION_S) | None = Field(None, description="stop at this simulated time, s")
+    seed: integer(ge=0, le=MAX_SEED) = Field(0, description="root seed of every random stream")
     granularity: choice("layer", "step") = Field(
         "layer", description="layer: a round trip per layer; step: one per decode step")
-    warmup_s: number(ge=0) = Field(0.0, description="simulated seconds left out of the metrics")
+    warmup_s: number(ge=0, le=MAX_DURATION_S) = Field(0.0, description="simulated seconds left out of the metrics")
     service: choice("deterministic", "exponential") = Field(
         "deterministic", description="node service times: as priced, or exponential with that mean")
 
@@ -432,9 +454,9 @@ DEFAULT_SHARED_SWEEP = tuple(n * MiB_TOKENS for n in (1, 2, 4, 8, 16))
 class Analysis(StrictModel):
     """Settings of the closed-form sweeps of ``moska-sim analyze``."""
 
-    batch: integer(ge=1) = Field(64, description="concurrent requests of the headline table")
-    batch_sweep: size_list(ge=1) = Field(DEFAULT_BATCH_SWEEP, description="concurrencies swept")
-    shared_tokens_sweep: size_list(ge=1) = Field(
+    batch: integer(ge=1, le=MAX_BATCH) = Field(64, description="concurrent requests of the headline table")
+    batch_sweep: size_list(ge=1, le=MAX_BATCH) = Field(DEFAULT_BATCH_SWEEP, description="concurrencies swept")
+    shared_tokens_sweep: size_list(ge=1, le=MAX_SHARED_TOKENS) = Field(
         DEFAULT_SHARED_SWEEP, description="shared-context sizes swept, tokens")
 
 

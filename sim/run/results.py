@@ -1,8 +1,11 @@
 """A run's results folder, written atomically.
 
-Everything is written into ``<parent>/.tmp-<name>-XXXX/`` beside the target and moved into
-place with one ``os.replace`` at the end, so a folder under its final name is always
-complete; on any error the temporary folder is removed. Contents:
+Everything is written into ``<parent>/.tmp-<name>-p<pid>-XXXX/`` beside the target and
+moved into place with one ``os.replace`` at the end, so a folder under its final name is
+always complete; on any error (a signal included) the temporary folder is removed, and the
+staging folders of runs killed outright are removed by the next run writing beside them
+(``sim.atomic``). A full disk or a write refused fails the run (the report too: a results
+folder is never left without the report it should have). Contents:
 
 - ``config.yaml``: the resolved config, headed by the package version and seed;
 - ``summary.json``: deterministic metrics (same config + seed -> same bytes);
@@ -87,26 +90,62 @@ def write_results(result: RunResult, out_dir: Path | str | None = None) -> Path:
     """Write the results folder of ``result``; returns its final path."""
     name = str(result.summary.get("name", "run"))
     target = Path(out_dir) if out_dir is not None else default_out_dir(name)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ValueError(f"results folder {target} exists and is not empty")
-    with staged_folder(target) as tmp:
-        seed = int(result.summary.get("seed", 0))
-        if result.config is not None:
-            (tmp / "config.yaml").write_text(config_yaml(result.config, seed))
-        (tmp / "summary.json").write_text(summary_json(result.summary))
-        (tmp / "requests.csv").write_text(_csv_text(result.requests_header, result.requests_rows))
-        (tmp / "timeseries.csv").write_text(
-            timeseries_csv(result.timeseries_header, result.timeseries_rows))
-        tl = getattr(result, "timeline", None)
-        if tl is not None:
-            (tmp / "timeline.json").write_text(tl.to_json())
-        info = dict(result.run_info)
-        info["report"] = _write_report(tmp, result.summary)
-        info["moska_sim_version"] = package_version()
-        info["python"] = sys.version.split()[0]
-        info["numpy"] = np.__version__
-        (tmp / "run_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    if target.is_file():
+        raise ValueError(f"results folder {target}: exists and is a file; expected an absent "
+                         "or empty folder")
+    if target.is_dir() and any(target.iterdir()):
+        raise ValueError(f"results folder {target}: exists and is not empty; expected an "
+                         "absent or empty folder")
+    try:
+        with staged_folder(target) as tmp:
+            _write_folder(result, tmp)
+    except OSError as exc:  # name the file as it would have been, not the staging folder
+        raise OSError(exc.errno, exc.strerror or str(exc),
+                      _final_name(exc.filename, target)) from None
     return target
+
+
+def _final_name(filename: Any, target: Path) -> str:
+    """Where a failed write was headed: ``target/<file>`` for a file in the staging
+    folder, the file itself otherwise, ``target`` when the error named none."""
+    if filename is None:
+        return str(target)
+    path = Path(str(filename))
+    parent = path.parent
+    if parent.parent == target.parent and parent.name.startswith(".tmp-"):
+        return str(target / path.name)
+    return str(path)
+
+
+def _write_folder(result: RunResult, tmp: Path) -> None:
+    """The files of a results folder, into the (staging) folder ``tmp``."""
+    seed = int(result.summary.get("seed", 0))
+    if result.config is not None:
+        _write(tmp / "config.yaml", config_yaml(result.config, seed))
+    _write(tmp / "summary.json", summary_json(result.summary))
+    _write(tmp / "requests.csv", _csv_text(result.requests_header, result.requests_rows))
+    _write(tmp / "timeseries.csv",
+           timeseries_csv(result.timeseries_header, result.timeseries_rows))
+    tl = getattr(result, "timeline", None)
+    if tl is not None:
+        _write(tmp / "timeline.json", tl.to_json())
+    info = dict(result.run_info)
+    info["report"] = _write_report(tmp, result.summary)
+    info["moska_sim_version"] = package_version()
+    info["python"] = sys.version.split()[0]
+    info["numpy"] = np.__version__
+    _write(tmp / "run_info.json", json.dumps(info, indent=2, default=str) + "\n")
+
+
+def _write(path: Path, text: str) -> None:
+    """``path.write_text`` in UTF-8; an OSError that names no file (a full disk while
+    writing) is raised again naming ``path``."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 def _write_report(folder: Path, summary: dict) -> str:
@@ -118,6 +157,8 @@ def _write_report(folder: Path, summary: dict) -> str:
         return f"skipped: {exc}"
     try:
         write_run_report(folder, summary, folder / "requests.csv", folder / "timeseries.csv")
+    except OSError:
+        raise  # a full disk or a refused write fails the run: nothing half-written is kept
     except Exception as exc:  # noqa: BLE001 - the data files are complete without it
         print(f"warning: report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return f"failed: {type(exc).__name__}: {exc}"

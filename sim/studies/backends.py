@@ -160,7 +160,13 @@ class DaskBackend:
                 pending -= finished
                 for fut in sorted(finished, key=lambda f: futures[f].key):
                     job = futures[fut]
-                    done: Done = fut.result()  # a bug in the run raises here
+                    try:
+                        done: Done = fut.result()  # a bug in the run raises here
+                    except self._distributed.KilledWorker as exc:
+                        raise BackendError(
+                            f"--dask: {_describe(job)}: the workers running it died ({exc}); "
+                            "the runs finished so far are cached: run the same command again "
+                            "to resume") from None
                     if done.code_version != mine:
                         raise BackendError(f"--dask: a worker ran {job.label} with moska-sim "
                                            f"{done.code_version}, this process runs {mine}")

@@ -84,6 +84,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="eager CUDA-event-timed steps per closed-loop point (0: none)")
     p.add_argument("--bundle", type=Path, default=None,
                    help="also keep a .tar.gz of every file written so far (rewritten after each run)")
+    p.add_argument("--remote-shared", action="store_true",
+                   help="disaggregated: run as one of two torch.distributed ranks (start with "
+                        "`torchrun --nproc-per-node 2 -m traces.serving ...`): rank 0 serves "
+                        "(router, unique attention, merge, the rest; writes the files), rank 1 "
+                        "holds the corpus and runs the shared attention; NCCL on CUDA, gloo on CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--notes", default="")
     return p.parse_args(argv)
@@ -134,6 +139,40 @@ def _breakdown(engine: DecodeEngine, load: LoadSpec, steps: int) -> dict | None:
     return acc
 
 
+def _init_ranks(device: torch.device) -> int:
+    """Join the two-rank process group from torchrun's environment; returns this rank."""
+    import os
+
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.get_world_size() != 2:
+        raise ValueError(f"--remote-shared needs exactly 2 ranks, got {dist.get_world_size()}")
+    return dist.get_rank()
+
+
+def _serve_shared_rank(cfg: EngineConfig) -> int:
+    """Rank 1: make the same model and corpus from the seed, keep the corpus, serve rank 0's layer
+    requests until it says stop; returns the layer requests served."""
+    from traces.capture.model import LlamaForCausalLM
+    from traces.serving.config import DTYPES
+    from traces.serving.engine import make_shared_kv
+    from traces.serving.shared_side import serve_shared
+
+    cfg.check()
+    dev = torch.device(cfg.device)
+    model = LlamaForCausalLM.build(cfg.model_config, DTYPES[cfg.dtype], dev)
+    model.init_random(torch.Generator(device=dev).manual_seed(cfg.seed))
+    shared = make_shared_kv(model, cfg)
+    del model
+    served = serve_shared(shared, cfg, peer=0, q_dtype=DTYPES[cfg.dtype])
+    del shared
+    gc.collect()
+    return served
+
+
 def _bundle(folder: Path, target: Path) -> None:
     """Atomically (re)write ``target`` as a .tar.gz of the measurement files in ``folder``."""
     import tarfile
@@ -156,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     omin, omax = args.output_tokens
     sw = software_versions(device)
     dev_info = _device_info(device)
+    rank = _init_ranks(device) if args.remote_shared else 0
     args.out.mkdir(parents=True, exist_ok=True)
     for system in systems:
         cfg = EngineConfig(
@@ -165,7 +205,22 @@ def main(argv: list[str] | None = None) -> int:
             output_max=omax, max_batch=max_batch, context=context,
             cuda_graphs=not args.no_cuda_graphs, glue=args.glue, seed=args.seed)
         t0 = time.perf_counter()
-        engine = DecodeEngine.build(cfg)
+        side = None
+        if args.remote_shared and rank == 1:
+            served = _serve_shared_rank(cfg)
+            print(f"[{system}] shared rank served {served} layer requests", flush=True)
+            continue
+        if args.remote_shared:
+            from traces.serving.shared_side import RemoteSharedSide
+
+            def side_for(meta, cfg=cfg):
+                return RemoteSharedSide(meta, cfg, peer=1, shared_device=device)
+
+            engine = DecodeEngine.build(cfg, hold_shared=cfg.context == "prefill",
+                                        side_for=side_for)
+            side = engine.side
+        else:
+            engine = DecodeEngine.build(cfg)
         if device.type == "cuda":
             torch.cuda.synchronize()
         print(f"[{system}] built in {time.perf_counter() - t0:.1f} s "
@@ -189,17 +244,27 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t_capture = time.perf_counter() - t0
+            sent0 = getattr(side, "bytes_sent", 0)
+            recv0 = getattr(side, "bytes_received", 0)
             rec = run_load(engine, load,
                            max_running=int(value) if closed else args.poisson_max_batch)
             summ = summarize(rec)
+            if side is not None:
+                layers = engine.model.config.num_layers
+                summ["bytes_sent_per_step"] = (side.bytes_sent - sent0) / summ["steps"]
+                summ["bytes_received_per_step"] = (side.bytes_received - recv0) / summ["steps"]
+                summ["round_trips_per_step"] = layers
             summ["graph_capture_s"] = t_capture
             if closed and engine._use_graphs:
                 summ["graph_step_gpu_ms"] = _graph_step_ms(engine, int(value))
             breakdown = _breakdown(engine, load, args.breakdown_steps) if closed else None
             name = (f"{system}-closed{int(value)}" if closed
                     else f"{system}-poisson{value:g}")
-            deployment = {"kind": "colocated", "gpus": 1, "system": system, "glue": args.glue,
-                          "shared_attention": "local", "cuda_graphs": engine._use_graphs,
+            deployment = {"kind": "disaggregated" if side is not None else "colocated",
+                          "gpus": 2 if side is not None and device.type == "cuda" else 1,
+                          "system": system, "glue": args.glue,
+                          "shared_attention": "remote" if side is not None else "local",
+                          "cuda_graphs": engine._use_graphs,
                           "cuda_graph_error": engine.graph_error, "decode_only": True}
             doc = to_document(
                 deployment=deployment,
@@ -217,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] {summ['steps']} steps, {summ['tokens_generated']} tokens in "
                   f"{summ['duration_s']:.2f} s: {tp:.1f} tok/s, TPOT p50 {tpot:.2f} ms, "
                   f"step GPU {summ.get('graph_step_gpu_ms')}, breakdown {breakdown}", flush=True)
-        del engine
+        if side is not None:
+            side.stop(engine.k_pool.device)
+        del engine, side
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -20,6 +20,7 @@ Needs the ``reference`` extra (torch, triton). The simulator never imports this 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,12 +89,13 @@ class DecodeEngine:
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
-    def build(cls, cfg: EngineConfig, side: SharedSide | None = None,
-              hold_shared: bool = True) -> DecodeEngine:
+    def build(cls, cfg: EngineConfig, side: SharedSide | None = None, hold_shared: bool = True,
+              side_for: Callable[[list[SharedMeta]], SharedSide] | None = None) -> DecodeEngine:
         """Random-initialise the model (seeded), make the shared corpus KV and the slot pool.
 
-        ``side``: where shared attention runs (default: on this device). ``hold_shared`` False keeps
-        only the chunk summaries (the router's input) here: the corpus lives on a peer rank."""
+        ``side``: where shared attention runs (default: on this device); or ``side_for(meta)`` makes
+        it from the corpus's per-layer summaries. ``hold_shared`` False keeps only the summaries (the
+        router's input) here: the corpus lives on a peer rank."""
         cfg.check()
         dev = torch.device(cfg.device)
         dtype = DTYPES[cfg.dtype]
@@ -102,6 +104,8 @@ class DecodeEngine:
         model.init_random(torch.Generator(device=dev).manual_seed(cfg.seed))
         shared = make_shared_kv(model, cfg)
         meta = [SharedMeta.of(s) for s in shared]
+        if side is None and side_for is not None:
+            side = side_for(meta)
         if side is None:
             side = LocalSharedSide(shared, cfg)
         n_slots = cfg.max_batch + 1

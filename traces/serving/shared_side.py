@@ -157,30 +157,37 @@ class RemoteSharedSide:
         self.shared_device = shared_device
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.layer_requests = 0
 
     def attend(self, layer: int, q: torch.Tensor, static_selection: torch.Tensor | None,
                timer: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         import torch.distributed as dist
 
+        timer = timer or NullTimer()
         meta = self.meta[layer]
         routed = static_selection is None
-        header = torch.tensor([q.shape[0], layer, int(routed), 0], dtype=torch.int64,
-                              device=q.device)
-        dist.send(header, self.peer)
-        qc = q.contiguous()
-        dist.send(qc, self.peer)
-        self.bytes_sent += header.numel() * 8 + qc.numel() * qc.element_size()
         top_k = self.cfg.top_k
+        sel = None
         if routed:
-            sel = selection(q, meta, self.cfg, None)
-            dist.send(sel, self.peer)
-            self.bytes_sent += sel.numel() * 4
+            with timer.region("router"):
+                sel = selection(q, meta, self.cfg, None)
         o_shape, l_shape = _partial_shapes(q, meta, top_k, self.cfg.backend, self.shared_device)
         o = torch.empty(o_shape, dtype=torch.float32, device=q.device)
         lse = torch.empty(l_shape, dtype=torch.float32, device=q.device)
-        dist.recv(o, self.peer)
-        dist.recv(lse, self.peer)
+        with timer.region("shared_round_trip"):
+            header = torch.tensor([q.shape[0], layer, int(routed), 0], dtype=torch.int64,
+                                  device=q.device)
+            dist.send(header, self.peer)
+            qc = q.contiguous()
+            dist.send(qc, self.peer)
+            if sel is not None:
+                dist.send(sel, self.peer)
+            dist.recv(o, self.peer)
+            dist.recv(lse, self.peer)
+        self.bytes_sent += header.numel() * 8 + qc.numel() * qc.element_size()
+        self.bytes_sent += 0 if sel is None else sel.numel() * 4
         self.bytes_received += (o.numel() + lse.numel()) * 4
+        self.layer_requests += 1
         return o, lse
 
     def stop(self, device: torch.device) -> None:
