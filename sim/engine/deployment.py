@@ -38,6 +38,7 @@ class MemoryPlan:
     carries_shared: bool  # each request holds its own copy of its shared tokens
     unique_usable_fraction: float = 1.0
     shared_usable_fraction: float = 1.0
+    shared_node_hbm_bytes: int = 0  # usable HBM of one shared node (0: none in the plan)
 
     def request_bytes(self, unique: np.ndarray, output: np.ndarray,
                       shared: np.ndarray) -> np.ndarray:
@@ -54,6 +55,7 @@ class MemoryPlan:
             "shared_kv_per_shared_node_gib": self.shared_kv_per_shared_node_bytes / GIB,
             "unique_hbm_usable_fraction": self.unique_usable_fraction,
             "shared_hbm_usable_fraction": self.shared_usable_fraction,
+            "shared_node_hbm_gib": self.shared_node_hbm_bytes / GIB,
         }
 
 
@@ -94,7 +96,9 @@ def memory_plan(model: ModelSpec, precision: str, system: ServingSystem, unique_
             f"plus resident shared KV ({resident / GIB:.1f} GiB; workload.shared.tokens)")
     return MemoryPlan(hbm, weights, resident, cap, kvb, shared_per_node,
                       carries_shared=system.carries_shared_kv,
-                      unique_usable_fraction=unique_usable, shared_usable_fraction=shared_usable)
+                      unique_usable_fraction=unique_usable, shared_usable_fraction=shared_usable,
+                      shared_node_hbm_bytes=int(shared_usable * shared_chip.hbm_capacity_bytes)
+                      if system.disaggregated and shared_nodes > 0 else 0)
 
 
 __all__ = ["GIB", "MemoryPlan", "memory_plan"]
