@@ -195,7 +195,8 @@ def _evaluate_baseline_tp(sc: Scenario, concurrency: int, nodes: int, tp: int) -
         pt.reason = (f"needs {batch} requests per replica of {tp} node(s); HBM holds {max_batch}")
         return pt
     ops = decode_step_ops(sc.model, sc.system, sc.precision, batch, sc.unique_tokens,
-                          sc.shared_tokens, tp=tp)
+                          sc.shared_tokens, tp=tp, keep_fraction=sc.keep_fraction,
+                          chunk_tokens=sc.chunk_tokens)
     step, phases, _ = step_from_ops(ops, sc, sc.model.layers)
     pt.feasible = True
     pt.step_latency_ms = step / 1e6

@@ -158,10 +158,10 @@ class Pricer:
     # -- decode ---------------------------------------------------------------------------
     def decode_ops(self, batch: int, unique_ctx: int, shared_ctx: int) -> list[StepOp]:
         """The op list of one step (as ``sim.analytic`` sees it) for this batch."""
-        kw: dict = {"tp": self.tp}
+        kw: dict = {"tp": self.tp, "keep_fraction": self.keep_fraction,
+                    "chunk_tokens": self.chunk_tokens}
         if self.disaggregated:
-            kw.update(keep_fraction=self.keep_fraction, chunk_tokens=self.chunk_tokens,
-                      shared_queries=batch, shared_nodes=self.shared_nodes)
+            kw.update(shared_queries=batch, shared_nodes=self.shared_nodes)
         return self.system.decode_ops(self.model, self.precision, batch, unique_ctx,
                                       shared_ctx, **kw)
 
