@@ -61,12 +61,25 @@ def load_overrides(doc: dict[str, Any]) -> dict[str, Any]:
             "run.seed": int(load.get("seed", 0)), "batching.max_running": max_running}
 
 
+# the simulator's system for a measured one, by deployment kind: on one GPU MoSKA's routed
+# attention runs on the serving node (``moska_colocated``); across ranks it is ``moska``
+COLOCATED_SYSTEM = {"moska": "moska_colocated", "shared_gemm": "shared_gemm"}
+
+
+def simulated_system(doc: dict[str, Any]) -> str:
+    """The registered system that models the measured deployment."""
+    measured = doc["engine"]["system"]
+    if doc["deployment"].get("kind") == "colocated":
+        return COLOCATED_SYSTEM.get(measured, measured)
+    return measured
+
+
 def check_same_shapes(cfg: Any, doc: dict[str, Any], source: str) -> None:
     """Refuse to compare a config that does not describe the measured engine and load."""
     eng, load = doc["engine"], doc["load"]
     sh = cfg.workload.shared
     want = {
-        "system": (cfg.system, eng["system"]),
+        "system": (cfg.system, simulated_system(doc)),
         "model": (cfg.model, {"llama-3.1-8b": "llama-3.1-8b"}.get(eng["preset"], eng["preset"])),
         "precision": (cfg.precision, DTYPE_PRECISION.get(eng["dtype"])),
         "shared tokens": (int(sh.tokens), int(eng["shared_tokens"])),

@@ -28,14 +28,16 @@ def test_vanilla_is_capacity_limited_where_a_real_chip_would_be():
     one_node = replace(PAPER, system="vanilla", unique_nodes=1, shared_nodes=0)
     assert not evaluate(one_node, 1).feasible
     assert "exceeds" in evaluate(one_node, 1).reason
-    # 16 nodes x 268 GiB hold 4 such requests (with the weights), never 5
-    assert PAPER.with_system("vanilla") and evaluate(PAPER.with_system("vanilla"), 4).feasible
-    assert not evaluate(PAPER.with_system("vanilla"), 8).feasible
-    # an H100 (74.5 GiB) holds 7.5 GiB of fp8 weights + one 512Ki+64Ki request (36 GiB), not two
+    # 16 nodes x 0.9 x 268 GiB usable hold 3 such requests (with the weights), never 4
+    # (all of the HBM would hold 4: the 10 % activation/workspace reserve costs one)
+    assert PAPER.with_system("vanilla") and evaluate(PAPER.with_system("vanilla"), 3).feasible
+    assert not evaluate(PAPER.with_system("vanilla"), 4).feasible
+    assert evaluate(replace(PAPER, system="vanilla", unique_hbm_fraction=1.0), 4).feasible
+    # an H100 (0.9 x 74.5 GiB) holds 7.5 GiB of fp8 weights + one 512Ki+64Ki request (36 GiB), not two
     h100 = replace(PAPER, system="vanilla", unique_chip=load_chip("h100-sxm"), unique_nodes=1,
                    shared_nodes=0, shared_tokens=1 << 19)
     assert evaluate(h100, 1).feasible and not evaluate(h100, 2).feasible
-    # and not even one request with 1Mi shared: 7.5 + 68 GiB > 74.5 GiB
+    # and not even one request with 1Mi shared: 7.5 + 68 GiB > 0.9 x 74.5 GiB
     assert not evaluate(replace(h100, shared_tokens=1 << 20), 1).feasible
 
 

@@ -384,7 +384,7 @@ def test_fabric_topologies_and_link_preset():
     data["cluster"]["fabric"] = {"topology": "fat_tree", "link": {"preset": "ib-ndr"}}
     fabric = config_from_dict(data).cluster.fabric
     assert fabric.hosts_per_leaf == 4
-    preset = load_link("ib-ndr")
+    preset = load_link("ib-ndr")  # the preset's numbers fill the link
     assert (fabric.link.bandwidth_GBps, fabric.link.latency_ns) == (preset.bandwidth_GBps,
                                                                     preset.latency_ns)
     data["cluster"]["fabric"] = {"topology": "ring", "hosts_per_leaf": 2,
@@ -405,9 +405,18 @@ def test_fat_tree_spines_and_tensor_parallel_replicas():
     assert (cfg.cluster.unique.tp, cfg.cluster.fabric.spines) == (4, 2)
     data["cluster"]["unique"]["tp"] = 3
     assert "cluster.unique.tp: expected a divisor of unique.nodes (8), got 3" in errors_of(data)
-    data["system"] = "moska"
+    data["system"] = "moska"  # moska's unique replicas are tensor parallel too
     data["cluster"]["unique"]["tp"] = 2
-    assert "cluster.unique.tp: expected 1 for system 'moska'" in errors_of(data)
+    data["cluster"]["unique"]["link"] = {"preset": "nvlink5"}
+    cfg = config_from_dict(data)
+    assert cfg.cluster.unique.tp == 2
+    nvlink5 = load_link("nvlink5")  # the preset's numbers fill the node link
+    assert (cfg.cluster.unique.link.bandwidth_GBps, cfg.cluster.unique.link.latency_ns) == (
+        nvlink5.bandwidth_GBps, nvlink5.latency_ns)
+    assert config_from_dict(cfg.to_dict()) == cfg
+    data["cluster"]["unique"]["hbm_usable_fraction"] = 1.5
+    assert "cluster.unique.hbm_usable_fraction" in errors_of(data)
+    del data["cluster"]["unique"]["hbm_usable_fraction"], data["cluster"]["unique"]["link"]
     data["cluster"]["unique"]["tp"] = 1
     data["cluster"]["fabric"] = {"spines": 2, "link": {"preset": "nvlink4"}}
     assert "cluster.fabric.spines: only used by topology 'fat_tree'" in errors_of(data)

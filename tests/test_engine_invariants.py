@@ -38,7 +38,7 @@ def check(summary: dict) -> None:
 def test_moska_busy_run_conserves_everything(topology, granularity):
     spec = make_experiment(topology=topology, granularity=granularity, unique_nodes=3,
                      shared_nodes=2, hosts_per_leaf=2, max_batch=12, window_ns=20_000,
-                     requests=60)
+                     requests=60, prefill_chunk_tokens=None)  # whole prompts: big bursts
     r = simulate(spec.with_requests(poisson(60, 400.0)))
     s = r.summary
     check(s)
@@ -144,8 +144,10 @@ def test_window_batches_messages_from_different_unique_nodes():
 
 
 def test_a_full_chunk_launches_before_the_window_ends():
+    # whole prompts: each node prefills its 32 at once, then decodes them as one batch
     spec = make_experiment(unique_nodes=2, shared_nodes=1, requests=64, max_batch=8,
-                     window_ns=10**12, keep_fraction=1.0, shared_tokens=2**14)
+                           window_ns=10**12, keep_fraction=1.0, shared_tokens=2**14,
+                           prefill_chunk_tokens=None)
     reqs = [RequestSpec(i, 0, 1000, 4) for i in range(64)]
     r = simulate(spec.with_requests(reqs))
     s = r.summary

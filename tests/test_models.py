@@ -53,7 +53,9 @@ def test_moska_splits_nodes_and_ships_queries():
     sh = ops["shared_attention"].op
     assert isinstance(sh, GroupedSharedAttention) and ops["shared_attention"].where == "shared"
     # each node holds 256 chunks; 64 queries keep 25%: ~all chunks active, 16 queries each
-    assert sh.chunks * 2 <= 512 and sh.query_chunk_pairs == pytest.approx(64 * 64, rel=0.02)
+    # Q x k = 4096 (query, chunk) pairs; each of the <= 256 active chunks' batch is its
+    # quantile bin's mean rounded up, so the pairs priced exceed 4096 by less than one a chunk
+    assert sh.chunks * 2 <= 512 and 64 * 64 <= sh.query_chunk_pairs < 64 * 64 + sh.chunks
     assert isinstance(ops["send_query"].op, Transfer) and ops["send_query"].where == "fabric"
     assert ops["send_query"].op.nbytes == 16 * 32 * 128 * 2
     assert ops["merge"].op.partials == 3

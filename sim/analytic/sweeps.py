@@ -53,6 +53,10 @@ def analyze(sc: Scenario, batch: int, batches: list[int], shared: list[int]) -> 
         "scenario": {
             "model": sc.model.name, "precision": sc.precision,
             "unique": f"{sc.unique_nodes} x {sc.unique_chip.name}",
+            "unique_tp": sc.tp, "node_link_GBps": sc.node_link.bandwidth_GBps,
+            "node_link_latency_ns": sc.node_link.latency_ns,
+            "hbm_usable_fraction": {"unique": sc.unique_hbm_fraction,
+                                    "shared": sc.shared_hbm_fraction},
             "shared": f"{sc.shared_nodes} x {sc.shared_chip.name}",
             "link_GBps": sc.link.bandwidth_GBps, "link_latency_ns": sc.link.latency_ns,
             "unique_tokens": sc.unique_tokens, "shared_tokens": sc.shared_tokens,

@@ -42,7 +42,10 @@ def analyze_main(argv: list[str]) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         s = result["scenario"]
-        print(f"{result['name']}: {s['model']} {s['precision']}, unique {s['unique']}, "
+        tp = s.get("unique_tp", 1)
+        inside = (f" (moska replicas of tp {tp}, node link {s['node_link_GBps']:g} GB/s)"
+                  if tp > 1 else "")
+        print(f"{result['name']}: {s['model']} {s['precision']}, unique {s['unique']}{inside}, "
               f"shared {s['shared']}, link {s['link_GBps']} GB/s; unique "
               f"{tokens_label(s['unique_tokens'])} tokens, shared {tokens_label(s['shared_tokens'])}, "
               f"chunks {tokens_label(s['chunk_tokens'])}, keep {s['keep_fraction']}")

@@ -16,6 +16,7 @@ from sim.cli.common import (
     summary_line,
 )
 from sim.config import load_config
+from sim.report import verdict_lines
 from sim.run import run_simulation
 from sim.run.results import default_out_dir, write_results
 
@@ -49,6 +50,8 @@ def run_main(argv: list[str]) -> int:
     print_note(result.timeline)
     s = result.summary
     print(f"{s['name']}: {summary_line(s)}; results in {result.out_dir}")
+    for line in verdict_lines(s, result.out_dir / "requests.csv"):
+        print(line)
     return 0
 
 

@@ -9,10 +9,11 @@ read the same ``Experiment``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from hw.specs import load_chip
+from hw.specs import LinkSpec, load_chip
 from sim.config.schema import ExperimentConfig
 from sim.engine.experiment import (
     UNBOUNDED,
@@ -53,8 +54,10 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
         system=get_system(cfg.system),
         cluster=ClusterSpec(
             unique=UniqueNodes(int(cluster.unique.nodes), load_chip(cluster.unique.chip),
-                               int(cluster.unique.tp)),
-            shared=SharedNodes(int(cluster.shared.nodes), load_chip(cluster.shared.chip)),
+                               int(cluster.unique.tp), _link(cluster.unique.link),
+                               float(cluster.unique.hbm_usable_fraction)),
+            shared=SharedNodes(int(cluster.shared.nodes), load_chip(cluster.shared.chip),
+                               float(cluster.shared.hbm_usable_fraction)),
             fabric=FabricSpec(
                 topology=str(fabric.topology),
                 bandwidth_GBps=float(fabric.link.bandwidth_GBps),
@@ -72,7 +75,11 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
             max_batch=int(cfg.batching.max_batch),
             window_ns=int(round(float(cfg.batching.window_us) * 1000)),
             max_running=int(cfg.batching.max_running) if cfg.batching.max_running is not None
-            else UNBOUNDED),
+            else UNBOUNDED,
+            prefill_chunk_tokens=int(cfg.batching.prefill_chunk_tokens)
+            if cfg.batching.prefill_chunk_tokens is not None else None,
+            shared_policy=str(cfg.batching.shared_policy),
+            overlap=bool(cfg.batching.overlap)),
         run=RunSpec(
             requests=int(run.requests) if run.requests is not None else None,
             duration_ns=int(round(float(run.duration_s) * 1e9))
@@ -89,8 +96,32 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
     plan = arrival_plan(cfg, exp)
     if plan.corpus_tokens and exp.corpus.tokens:
         exp = exp.with_corpora(plan.corpus_tokens)
-    return exp.with_requests(plan.requests, plan.closed_loop_concurrency,
+    requests = with_prefill_tokens(plan.requests, cfg.workload.prefill_tokens,
+                                   RngStreams(exp.seed)["prefill"])
+    return exp.with_requests(requests, plan.closed_loop_concurrency,
                              _sharing_dict(plan.sharing), plan.notes)
+
+
+def with_prefill_tokens(requests: Any, law: Any, rng: Any) -> Any:
+    """Each request's new prompt tokens under ``workload.prefill_tokens``: 'all' leaves
+    them as the arrival process set them (None: all unique tokens are new); a count or a
+    distribution (drawn from the ``prefill`` stream) applies to the requests the arrival
+    process left undecided, clipped to their unique tokens; 0 makes them decode-only."""
+    if law == "all":
+        return requests
+    todo = [i for i, r in enumerate(requests) if r.prefill_tokens is None]
+    if not todo:
+        return requests
+    if isinstance(law, int):
+        counts = [law] * len(todo)
+    else:
+        counts = TokenDistribution.from_config(law, "workload.prefill_tokens").sample(
+            rng, len(todo)).tolist()
+    out = list(requests)
+    for i, n in zip(todo, counts):
+        r = out[i]
+        out[i] = dataclasses.replace(r, prefill_tokens=min(int(n), r.unique_tokens))
+    return out
 
 
 def arrival_plan(cfg: ExperimentConfig, exp: Experiment) -> ArrivalPlan:
@@ -148,6 +179,12 @@ def _mean_tokens(dist: Any, exact: bool = False) -> Any:
     return mean if exact else int(round(mean))
 
 
+def _link(link: Any) -> LinkSpec:
+    """A configured link (its preset's numbers already filled in) as a ``LinkSpec``."""
+    return LinkSpec(str(link.preset or "link"), float(link.bandwidth_GBps),
+                    float(link.latency_ns))
+
+
 def _popularity(popularity: Any) -> Any:
     """'uniform', or ``{'zipf': s}`` as plain data (what the routers take)."""
     if popularity is None or isinstance(popularity, str):
@@ -161,4 +198,5 @@ def _sharing_dict(stats: Any) -> dict | None:
     return stats.to_dict()
 
 
-__all__ = ["AnalysisSettings", "analysis_settings", "arrival_plan", "resolve"]
+__all__ = ["AnalysisSettings", "analysis_settings", "arrival_plan", "resolve",
+           "with_prefill_tokens"]

@@ -9,9 +9,9 @@ field; a test checks that every field here appears there.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import BeforeValidator, Field, create_model, model_validator
 
 from sim.config.fields import (
     MAX_BANDWIDTH_GBPS,
@@ -33,8 +33,10 @@ from sim.config.fields import (
     arrival_bounds,
     by_shape,
     choice,
+    Expect,
     cross_fail,
     existing_file,
+    fail,
     integer,
     number,
     pattern,
@@ -44,7 +46,7 @@ from sim.config.fields import (
     tagged,
 )
 from sim.config.yaml_source import dump_yaml
-from sim.units import BINARY_SUFFIXES
+from sim.units import BINARY_SUFFIXES, UnitError, describe, parse_int
 from workloads.arrivals import ArrivalProcess, Param, arrival_processes
 
 MiB_TOKENS = BINARY_SUFFIXES["Mi"]
@@ -84,17 +86,13 @@ class NodeGroup(StrictModel):
     chip: registered("chip", _chips) = Field(description="chip preset name (hw/presets)")
     price_per_hour: number(ge=0, le=MAX_PRICE_PER_HOUR) | None = Field(
         None, description="USD per node hour")
-
-
-class UniqueNodeGroup(NodeGroup):
-    """The unique nodes; for systems other than moska, ``tp`` of them form one replica."""
-
-    tp: integer(ge=1, le=MAX_NODES) = Field(
-        1, description="tensor-parallel nodes per replica (non-moska systems; moska: 1)")
+    hbm_usable_fraction: number(gt=0, le=1) = Field(
+        0.9, description="fraction of each chip's HBM that holds weights and KV; the rest is "
+                         "reserved for activations and workspace (vLLM's default 0.9)")
 
 
 class Link(StrictModel):
-    """One fabric link: bandwidth per direction and one-way latency (optionally a preset)."""
+    """One link: bandwidth per direction and one-way latency (optionally a preset)."""
 
     preset: registered("link preset", _links) | None = Field(
         None, description="link preset name; its numbers fill the fields not given")
@@ -114,6 +112,21 @@ class Link(StrictModel):
             defaults = {"bandwidth_GBps": spec.bandwidth_GBps, "latency_ns": spec.latency_ns}
             return {**defaults, **data}
         return data
+
+
+def _nvlink() -> Link:
+    return Link(preset="nvlink4")
+
+
+class UniqueNodeGroup(NodeGroup):
+    """The unique nodes (chips); ``tp`` of them form one replica (a multi-GPU node)."""
+
+    tp: integer(ge=1, le=MAX_NODES) = Field(
+        1, description="tensor-parallel chips per replica (every system); a replica pays "
+                       "two all-reduces per layer over its link")
+    link: Link = Field(default_factory=_nvlink,
+                       description="a replica's internal link between its chips (default: "
+                                   "the nvlink4 preset); its collectives run on it")
 
 
 class Fabric(StrictModel):
@@ -177,6 +190,8 @@ def _arrival_field(param: Param) -> tuple[Any, Any]:
     """(type, Field) of one declared arrival parameter."""
     bounds = arrival_bounds(param.name, param.gt, param.ge)
     if param.kind == "number":
+        if param.le is not None:
+            bounds["le"] = param.le if bounds["le"] is None else min(bounds["le"], param.le)
         kind: Any = number(**bounds)
     elif param.kind == "integer":
         kind = integer(ge=int(bounds["ge"]) if bounds["ge"] is not None else None,
@@ -350,11 +365,39 @@ class SharedContext(StrictModel):
         return self
 
 
+def _prefill_scalar() -> Any:
+    """``'all'`` (every unique token is a new prompt token) or a count >= 0 (0: the
+    request's context is all resident, decode only)."""
+    what = "'all' or a size >= 0"
+
+    def check(value: Any) -> int | str:
+        if value == "all":
+            return "all"
+        try:
+            n = parse_int(value)
+        except UnitError:
+            raise fail(f"expected {what}, got {describe(value)}") from None
+        if n < 0:
+            raise fail(f"expected {what}, got {describe(value)}")
+        return n
+
+    return Annotated[int | str, BeforeValidator(check), Expect(what)]
+
+
+PrefillTokens = by_shape(_prefill_scalar(), Distribution,
+                         "'all', a size >= 0, or a mapping {dist: ..., mean, cv, min, max}")
+
+
 class Workload(StrictModel):
     """What the requests look like and when they come."""
 
     arrivals: Arrivals = Field(description="arrival process")
-    unique_tokens: TokenCount = Field(description="per-request (unique) context tokens")
+    unique_tokens: TokenCount = Field(
+        description="per-request (unique) context tokens: resident history plus new prompt")
+    prefill_tokens: PrefillTokens = Field(
+        "all", description="new prompt tokens to prefill, of the unique tokens: 'all' "
+                           "(default), a size or a distribution (clipped to unique_tokens); "
+                           "0: context already resident, decode only (the paper's setting)")
     output_tokens: TokenCount = Field(description="tokens decoded per request")
     shared: SharedContext = Field(description="the shared context")
 
@@ -369,6 +412,14 @@ class Batching(StrictModel):
     window_us: number(ge=0, le=MAX_WINDOW_US) = Field(0.0, description="longest wait to fill a batch, us")
     max_running: integer(ge=1, le=MAX_BATCH) | None = Field(
         None, description="cap on decoding requests per unique node (null: HBM decides)")
+    prefill_chunk_tokens: integer(ge=1) | None = Field(
+        2048, description="prompt tokens a unique node prefills per step beside its decode "
+                          "batch (chunked prefill; null: whole prompts at once)")
+    shared_policy: choice("decode_first", "fifo") = Field(
+        "decode_first", description="shared nodes: decode queries before prefill work "
+                                    "(decode_first) or in arrival order (fifo)")
+    overlap: bool = Field(
+        True, description="unique attention runs while the shared round trip is in flight")
 
 
 class Run(StrictModel):
@@ -422,7 +473,7 @@ class ExperimentConfig(StrictModel):
     precision: choice("fp8", "bf16") = Field("fp8", description="KV cache and compute dtype")
     system: registered("system", _systems) = Field(
         "moska", description="how attention over the shared context runs "
-                             "(workloads/systems: vanilla | prefix_cache | shared_gemm | moska)")
+                             "(workloads/systems: vanilla | prefix_cache | shared_gemm | moska | moska_colocated)")
     cluster: Cluster = Field(description="nodes and fabric")
     workload: Workload = Field(description="requests")
     batching: Batching = Field(Batching(), description="batching policy")
@@ -439,9 +490,6 @@ class ExperimentConfig(StrictModel):
             issues.append(("cluster.shared.nodes", ("expected an integer >= 1 for system "
                                                    f"{self.system!r}, got "
                                                    f"{self.cluster.shared.nodes}")))
-        if disaggregated and self.cluster.unique.tp != 1:
-            issues.append(("cluster.unique.tp", (f"expected 1 for system {self.system!r} (unique "
-                                                f"nodes run unsplit), got {self.cluster.unique.tp}")))
         if issues:
             raise cross_fail(issues)
         return self

@@ -1,14 +1,15 @@
 """Wires one run's parts together from an ``Experiment``: the records, the pricer, the
 fabric, the shared and unique nodes, the query router and the request driver.
 
-Deployment.
-- A disaggregated system (``moska``): ``cluster.unique.nodes`` unique nodes and
-  ``cluster.shared.nodes`` shared nodes on one fabric; the shared corpus's chunks are
-  striped (chunk ``g`` on shared node ``g % S``); unique nodes hold only per-request KV
-  (and what the system keeps resident, e.g. the router's chunk means).
-- Any other system: no disaggregation. Every group of ``cluster.unique.tp`` unique nodes
-  is one independent replica that runs every op locally (priced with ``tp``; capacity
-  ``tp`` x HBM); shared nodes are unused.
+Deployment. Every group of ``cluster.unique.tp`` unique chips is one replica (a
+multi-GPU node: ops split ``tp`` ways, its collectives priced on ``cluster.unique.link``,
+usable HBM ``tp x hbm_usable_fraction x HBM``), one host of the fabric.
+- A disaggregated system (``moska``): the unique replicas and ``cluster.shared.nodes``
+  shared nodes on one fabric (the inter-node network); the shared corpus's chunks are
+  striped (chunk ``g`` on shared node ``g % S``); unique replicas hold only per-request
+  KV (and what the system keeps resident, e.g. the router's chunk means).
+- Any other system: no disaggregation. Every replica runs every op locally; shared nodes
+  are unused.
 
 Each part receives its collaborators (records, pricer, fabric, peers, the router's
 ``route``, the driver's ``on_completed``); none holds a pointer back to the cluster.
@@ -76,6 +77,8 @@ class Cluster:
         if not requests:
             return
         log.unique_tokens[:] = [r.unique_tokens for r in requests]
+        log.prefill_tokens[:] = [r.unique_tokens if r.prefill_tokens is None
+                                 else min(r.prefill_tokens, r.unique_tokens) for r in requests]
         log.output_tokens[:] = [max(1, r.output_tokens) for r in requests]
         if exp.corpus.corpus_tokens is None:
             # corpora drawn by the workload are folded onto the configured ones
@@ -95,7 +98,8 @@ class Cluster:
                 f"no request fits: the smallest needs {log.kv_bytes[i] / GIB:.2f} GiB of KV "
                 f"(workload.unique_tokens + workload.output_tokens{carries}) but a "
                 f"replica has {self.memory.kv_capacity_bytes / GIB:.2f} GiB left after weights "
-                f"and shared KV (cluster.unique.chip, cluster.unique.tp)")
+                f"and shared KV (cluster.unique.chip, cluster.unique.tp, "
+                f"cluster.unique.hbm_usable_fraction)")
 
     def _build_nodes(self) -> None:
         exp = self.experiment
@@ -104,9 +108,6 @@ class Cluster:
         if tp < 1 or unique.nodes % tp:
             raise ValueError(f"cluster.unique.tp: expected a divisor of cluster.unique.nodes "
                              f"({unique.nodes}), got {tp}")
-        if exp.disaggregated and tp != 1:
-            raise ValueError(f"cluster.unique.tp: {exp.system.name} unique nodes run unsplit "
-                             "(tp 1)")
         if exp.batching.max_running < 1:
             raise ValueError(f"batching.max_running: expected >= 1, got "
                              f"{exp.batching.max_running}")
@@ -115,7 +116,8 @@ class Cluster:
         self.pricer = Pricer(
             exp.model, exp.system, exp.precision, unique.chip, shared_cls.chip, tp=tp,
             shared_nodes=max(1, shared_cls.nodes) if exp.disaggregated else 1,
-            keep_fraction=exp.corpus.keep_fraction, chunk_tokens=exp.corpus.chunk_tokens)
+            keep_fraction=exp.corpus.keep_fraction, chunk_tokens=exp.corpus.chunk_tokens,
+            overlap=exp.batching.overlap, node_link=unique.link)
         hosts = [f"unique{i}" for i in range(replicas)] + [f"shared{s}" for s in range(S)]
         self.fabric: Fabric | None = None
         if S:
@@ -130,7 +132,8 @@ class Cluster:
         self.shared: list[SharedNode] = [
             SharedNode(s, host_of.get(f"shared{s}", -1), self.engine, self.fabric, self.pricer,
                        local_chunks=len(range(s, total_chunks, S)),
-                       max_batch=exp.batching.max_batch, window_ns=exp.batching.window_ns)
+                       max_batch=exp.batching.max_batch, window_ns=exp.batching.window_ns,
+                       decode_first=exp.batching.shared_policy == "decode_first")
             for s in range(S)
         ]
         service_rng = self.engine.rng["service"]
@@ -142,7 +145,8 @@ class Cluster:
                        service_scale=scale, step_mode=exp.run.granularity == "step",
                        remote=self.remote_shared,
                        capacity_bytes=self.memory.kv_capacity_bytes,
-                       max_running=exp.batching.max_running, tp=tp)
+                       max_running=exp.batching.max_running,
+                       prefill_chunk_tokens=exp.batching.prefill_chunk_tokens, tp=tp)
             for i in range(replicas)
         ]
         self.unused_shared_nodes = shared_cls.nodes - S

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from hw.specs import ChipSpec, load_chip
+from hw.specs import ChipSpec, LinkSpec, load_chip, load_link
 from sim.engine.deployment import MemoryPlan, memory_plan
 from workloads.models import ModelSpec, get_model
 from workloads.request import RequestSpec
@@ -20,23 +20,38 @@ from workloads.systems import ServingSystem, get_system
 from workloads.systems.ops import n_chunks
 
 UNBOUNDED = 1 << 30  # batching.max_running: null (HBM alone bounds admission)
+HBM_USABLE_FRACTION = 0.9  # of each chip's HBM; the rest is activations and workspace
+NODE_LINK = "nvlink4"  # a tensor-parallel replica's internal link, unless configured
+
+
+def _node_link() -> LinkSpec:
+    return load_link(NODE_LINK)
 
 
 @dataclass(frozen=True)
 class UniqueNodes:
-    """The unique node class: how many, which chip, tensor-parallel group size."""
+    """The unique node class: how many chips, which chip, tensor-parallel group size (a
+    replica of ``tp`` chips is one multi-GPU node, its chips joined by ``link``), and the
+    fraction of each chip's HBM that holds weights and KV."""
 
     nodes: int
     chip: ChipSpec
     tp: int = 1
+    link: LinkSpec = field(default_factory=_node_link)
+    hbm_usable_fraction: float = HBM_USABLE_FRACTION
+
+    @property
+    def replicas(self) -> int:
+        return self.nodes // self.tp
 
 
 @dataclass(frozen=True)
 class SharedNodes:
-    """The shared node class: how many and which chip."""
+    """The shared node class: how many, which chip, and the usable fraction of its HBM."""
 
     nodes: int
     chip: ChipSpec
+    hbm_usable_fraction: float = HBM_USABLE_FRACTION
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,9 @@ class BatchingSpec:
     max_batch: int = 256
     window_ns: int = 0
     max_running: int = UNBOUNDED
+    prefill_chunk_tokens: int | None = 2048  # None: whole prompts in one step
+    shared_policy: str = "decode_first"  # or "fifo"
+    overlap: bool = True  # unique attention while the shared round trip is in flight
 
 
 @dataclass(frozen=True)
@@ -172,7 +190,9 @@ class Experiment:
                 self.model, self.precision, self.system, self.cluster.unique.chip,
                 self.cluster.unique.tp, self.cluster.shared.chip, self.cluster.shared.nodes,
                 self.corpus.total_corpus_tokens, self.corpus.total_chunks,
-                self.corpus.chunk_tokens, self.corpus.describe()))
+                self.corpus.chunk_tokens, self.corpus.describe(),
+                unique_usable=self.cluster.unique.hbm_usable_fraction,
+                shared_usable=self.cluster.shared.hbm_usable_fraction))
 
     @property
     def disaggregated(self) -> bool:
@@ -201,7 +221,9 @@ class Experiment:
 # flat keyword -> (section, field) for make_experiment
 _FLAT: dict[str, tuple[str, str]] = {
     "unique_nodes": ("unique", "nodes"), "unique_chip": ("unique", "chip"), "tp": ("unique", "tp"),
+    "node_link": ("unique", "link"), "unique_hbm_fraction": ("unique", "hbm_usable_fraction"),
     "shared_nodes": ("shared", "nodes"), "shared_chip": ("shared", "chip"),
+    "shared_hbm_fraction": ("shared", "hbm_usable_fraction"),
     "topology": ("fabric", "topology"), "bandwidth_GBps": ("fabric", "bandwidth_GBps"),
     "latency_ns": ("fabric", "latency_ns"), "switch_latency_ns": ("fabric", "switch_latency_ns"),
     "hosts_per_leaf": ("fabric", "hosts_per_leaf"), "spines": ("fabric", "spines"),
@@ -210,6 +232,8 @@ _FLAT: dict[str, tuple[str, str]] = {
     "corpus_tokens": ("corpus", "corpus_tokens"), "popularity": ("corpus", "popularity"),
     "max_batch": ("batching", "max_batch"), "window_ns": ("batching", "window_ns"),
     "max_running": ("batching", "max_running"),
+    "prefill_chunk_tokens": ("batching", "prefill_chunk_tokens"),
+    "shared_policy": ("batching", "shared_policy"), "overlap": ("batching", "overlap"),
     "requests": ("run", "requests"), "duration_ns": ("run", "duration_ns"),
     "warmup_ns": ("run", "warmup_ns"), "granularity": ("run", "granularity"),
     "service": ("run", "service"),
@@ -219,18 +243,21 @@ _FLAT: dict[str, tuple[str, str]] = {
 def make_experiment(**overrides: Any) -> Experiment:
     """An ``Experiment`` for programmatic use (tests, benchmarks): the default cluster of
     ``workloads/default.yaml`` (moska, Llama 3.1 8B fp8, 4 moska-unique + 2 moska-shared
-    nodes on a 450 GB/s switch, a 1Mi-token corpus) with ``overrides`` applied, by flat
-    name (``shared_tokens=...``, ``tp=...``). Chip, model and system names are looked up."""
+    nodes on a 450 GB/s switch, a 1Mi-token corpus, 90 % of HBM usable, nvlink4 inside a
+    replica) with ``overrides`` applied, by flat name (``shared_tokens=...``, ``tp=...``).
+    Chip, link, model and system names are looked up."""
     top: dict[str, Any] = dict(name="experiment", seed=0, model="llama-3.1-8b", precision="fp8",
                                system="moska")
     sections: dict[str, dict[str, Any]] = {
-        "unique": dict(nodes=4, chip="moska-unique", tp=1),
-        "shared": dict(nodes=2, chip="moska-shared"),
+        "unique": dict(nodes=4, chip="moska-unique", tp=1, link=NODE_LINK,
+                       hbm_usable_fraction=HBM_USABLE_FRACTION),
+        "shared": dict(nodes=2, chip="moska-shared", hbm_usable_fraction=HBM_USABLE_FRACTION),
         "fabric": dict(topology="switch", bandwidth_GBps=450.0, latency_ns=1000.0,
                        switch_latency_ns=0.0, hosts_per_leaf=8, spines=None),
         "corpus": dict(tokens=2**20, chunk_tokens=2048, keep_fraction=0.25, corpora=1,
                        corpus_tokens=None, popularity="uniform"),
-        "batching": dict(max_batch=256, window_ns=50_000, max_running=UNBOUNDED),
+        "batching": dict(max_batch=256, window_ns=50_000, max_running=UNBOUNDED,
+                         prefill_chunk_tokens=2048, shared_policy="decode_first", overlap=True),
         "run": dict(requests=None, duration_ns=None, warmup_ns=0, granularity="step",
                     service="deterministic"),
     }
@@ -245,6 +272,8 @@ def make_experiment(**overrides: Any) -> Experiment:
     for sec in ("unique", "shared"):
         if isinstance(sections[sec]["chip"], str):
             sections[sec]["chip"] = load_chip(sections[sec]["chip"])
+    if isinstance(sections["unique"]["link"], str):
+        sections["unique"]["link"] = load_link(sections["unique"]["link"])
     model = get_model(top["model"]) if isinstance(top["model"], str) else top["model"]
     system = get_system(top["system"]) if isinstance(top["system"], str) else top["system"]
     return Experiment(
@@ -257,6 +286,8 @@ def make_experiment(**overrides: Any) -> Experiment:
 
 
 __all__ = [
+    "HBM_USABLE_FRACTION",
+    "NODE_LINK",
     "UNBOUNDED",
     "BatchingSpec",
     "ClusterSpec",

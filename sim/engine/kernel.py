@@ -16,7 +16,7 @@ from simpy.events import NORMAL, Event
 
 # Random streams, in a fixed order: stream i is child i of SeedSequence(seed).spawn(...).
 # Append new purposes at the END so that existing streams keep their numbers.
-STREAMS: tuple[str, ...] = ("arrivals", "sizes", "routing", "service", "dispatch")
+STREAMS: tuple[str, ...] = ("arrivals", "sizes", "routing", "service", "dispatch", "prefill")
 
 
 @dataclass

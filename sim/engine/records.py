@@ -39,6 +39,7 @@ class RequestLog:
         self.unique_tokens = np.zeros(n, dtype=np.int64)
         self.output_tokens = np.zeros(n, dtype=np.int64)
         self.shared_tokens = np.zeros(n, dtype=np.int64)
+        self.prefill_tokens = np.zeros(n, dtype=np.int64)  # new prompt tokens of unique
         self.corpus = np.zeros(n, dtype=np.int64)
         self.kv_bytes = np.zeros(n, dtype=np.int64)
         self.generated = np.zeros(n, dtype=np.int64)

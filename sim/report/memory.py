@@ -9,8 +9,8 @@ or the resolved config; it imports no model code and never branches on a system'
 (where the shared KV lives is read off the memory figures, so a new system is described
 correctly without a change here).
 
-Keys read from ``summary["memory"]`` (GiB): ``replica_hbm_gib`` (a unique replica's HBM,
-tp x chip), ``weights_gib``, ``resident_shared_gib`` (MoSKA: the chunk means; prefix_cache /
+Keys read from ``summary["memory"]`` (GiB): ``replica_hbm_gib`` (a unique replica's usable
+HBM, tp x hbm_usable_fraction x chip), ``weights_gib``, ``resident_shared_gib`` (MoSKA: the chunk means; prefix_cache /
 shared_gemm: the whole shared KV on every replica), ``kv_capacity_gib`` (left for
 per-request KV), ``shared_kv_per_shared_node_gib`` (MoSKA), ``peak_kv_gib`` (busiest
 replica) and, when the summary has it, ``shared_node_hbm_gib`` (one shared node's HBM).
@@ -142,7 +142,8 @@ def _has_shared_tokens(summary: Mapping[str, Any]) -> bool:
     return bool(tokens)
 
 
-MEMORY_CAPTION = ("HBM per node class, GiB. Unique: one replica (tp chips), the busiest "
+MEMORY_CAPTION = ("HBM per node class, GiB (the usable part, hbm_usable_fraction of each "
+                  "chip's). Unique: one replica (tp chips), the busiest "
                   "replica's peak; used at peak = weights + shared KV held + peak request KV. "
                   "Shared: one node's slice of the shared KV.")
 

@@ -62,6 +62,7 @@ PHASE_ORDER = (
     "other_layers",
     "prefill",
     "prefill_stall",
+    "collective",
 )
 PHASE_COLORS = {
     "unique_attention": "#1f77b4",
@@ -73,8 +74,9 @@ PHASE_COLORS = {
     "other_layers": "#2ca02c",
     "prefill": "#bcbd22",
     "prefill_stall": "#8c564b",
+    "collective": "#17becf",
 }
-EXTRA_COLORS = ("#17becf", "#8c564b", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5")
+EXTRA_COLORS = ("#dbdb8d", "#8c564b", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5")
 KIND_COLORS = {"unique": "#1f77b4", "shared": "#ff7f0e", "link": "#2ca02c", "other": "#7f7f7f"}
 KIND_LABELS = {
     "unique": "unique nodes",

@@ -67,6 +67,7 @@ PHASE_WORDS = {
     "other_layers": "the rest of the decoder (projections, FFN)",
     "prefill_stall": "stalls while its unique node prefills new requests",
     "prefill": "its own prefill",
+    "collective": "tensor-parallel collectives on its node's internal link",
 }
 
 

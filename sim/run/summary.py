@@ -154,8 +154,11 @@ def summarize(exp: Experiment, cluster: Cluster, t_end: int,
                if not exp.disaggregated else "the workload has no shared corpus")
         notes.append(f"{cluster.unused_shared_nodes} shared node(s) unused: {why}")
     if tp > 1:
+        link = exp.cluster.unique.link
         notes.append(f"each unique<i> is one replica of {tp} tensor-parallel nodes "
-                     f"(cluster.unique.tp); {len(cluster.unique)} replicas")
+                     f"(cluster.unique.tp); {len(cluster.unique)} replicas; their collectives "
+                     f"run on cluster.unique.link ({link.bandwidth_GBps:g} GB/s, "
+                     f"{link.latency_ns:g} ns)")
     if warm:
         notes.append("warm-up: latency and throughput count requests arriving after "
                      "run.warmup_s; utilization, bytes and the breakdown cover the whole run")

@@ -109,7 +109,7 @@ def analytic_saturation(config: Any, means: WorkloadMeans | None = None) -> Satu
     moska = exp.disaggregated
     if not moska:
         sc = replace(sc, shared_nodes=0)
-    replicas = sc.unique_nodes // (1 if moska else exp.cluster.unique.tp)
+    replicas = sc.unique_nodes // exp.cluster.unique.tp
     sweep = analysis_settings(config).batch_sweep
     pt = best_point(sc, _concurrencies(sweep, exp.batching.max_running, max(1, replicas)))
     if not pt.feasible or pt.throughput_tokens_per_s <= 0:
@@ -120,9 +120,10 @@ def analytic_saturation(config: Any, means: WorkloadMeans | None = None) -> Satu
                                             tp=max(1, pt.tp))
     busy = {"unique": 0.0, "shared": 0.0}
     for o in ops:
-        if o.where in busy:
-            busy[o.where] += op_time_ns(o, sc.unique_chip, sc.shared_chip, sc.link) * \
-                sc.model.layers / 1e9
+        where = "unique" if o.where == "node" else o.where  # collectives hold the replica
+        if where in busy:
+            busy[where] += op_time_ns(o, sc.unique_chip, sc.shared_chip, sc.link,
+                                      sc.node_link) * sc.model.layers / 1e9
     shared_nodes = max(1, sc.shared_nodes)
     per_request_s = (means.output_tokens / pt.throughput_tokens_per_s
                      + busy["unique"] / max(1, pt.replicas))

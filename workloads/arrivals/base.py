@@ -75,6 +75,7 @@ class Param:
     default: Any = REQUIRED
     gt: float | None = None
     ge: float | None = None
+    le: float | None = None
     options: tuple[str, ...] = ()
 
     @property

@@ -82,9 +82,12 @@ def replay_times(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: fl
 def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: float = 0.0,
                max_requests: int | None = None, duration_ns: int | None = None,
                shared: SharedCorpusSpec | None = None,
-               rng_corpora: np.random.Generator | None = None) -> ArrivalPlan:
+               rng_corpora: np.random.Generator | None = None,
+               cached_fraction: float = 0.0) -> ArrivalPlan:
     """The plan replaying ``rows``: Azure sizes as given (corpora drawn when ``shared``);
-    Mooncake with its own corpora read off the replayed rows' hash ids."""
+    Mooncake with its own corpora read off the replayed rows' hash ids. With
+    ``cached_fraction`` > 0, that fraction of each request's unique tokens is resident
+    (prefill tokens = the rest, rounded up); 0 leaves the workload's law to decide."""
     idx, times, notes = replay_times(rows, time_scale=time_scale, start_offset_s=start_offset_s,
                                      max_requests=max_requests, duration_ns=duration_ns)
     inputs, outputs = rows.input_tokens[idx], rows.output_tokens[idx]
@@ -117,8 +120,14 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
     corpus = np.zeros(len(idx), dtype=np.int64)
     if shared is not None and rng_corpora is not None:
         corpus = assign_corpora(shared, rng_corpora, len(idx))
-    reqs = tuple(RequestSpec(i, t, u, o, c) for i, (t, u, o, c) in enumerate(zip(
-        times.tolist(), unique.tolist(), outputs.tolist(), corpus.tolist())))
+    if cached_fraction > 0:
+        new = np.ceil(unique * (1.0 - cached_fraction)).astype(np.int64).tolist()
+        notes.append(f"{rows.path}: workload.arrivals.cached_fraction {cached_fraction}: that "
+                     "fraction of each prompt's unique tokens is resident, the rest prefilled")
+    else:
+        new = [None] * len(unique)
+    reqs = tuple(RequestSpec(i, t, u, o, c, None, p) for i, (t, u, o, c, p) in enumerate(zip(
+        times.tolist(), unique.tolist(), outputs.tolist(), corpus.tolist(), new)))
     sharing = synthetic_sharing(shared, corpus, unique) if shared is not None else None
     return ArrivalPlan(reqs, sharing=sharing, notes=tuple(notes))
 
@@ -133,6 +142,9 @@ class TraceArrivals(ArrivalProcess):
         Param("format", "choice", "azure | mooncake", options=FORMATS),
         Param("time_scale", "number", "multiplies trace times (2 = half rate)", default=1.0,
               gt=0),
+        Param("cached_fraction", "number", "fraction of each prompt's unique tokens already "
+              "resident (cached history); the rest is prefilled (azure; mooncake: 0)",
+              default=0.0, ge=0, le=1),
     )
 
     def plan(self, values: Mapping[str, Any], ctx: ArrivalContext) -> ArrivalPlan:
@@ -143,7 +155,8 @@ class TraceArrivals(ArrivalProcess):
         return trace_plan(rows, time_scale=values["time_scale"],
                           start_offset_s=values.get("start_offset_s", 0.0),
                           max_requests=ctx.max_requests, duration_ns=ctx.duration_ns,
-                          shared=ctx.shared, rng_corpora=ctx.corpus_rng)
+                          shared=ctx.shared, rng_corpora=ctx.corpus_rng,
+                          cached_fraction=values.get("cached_fraction", 0.0))
 
 
 __all__ = ["FORMATS", "READERS", "TraceArrivals", "read_trace", "replay_times", "trace_plan"]

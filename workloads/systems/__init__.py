@@ -65,11 +65,12 @@ def prefill_ops(model: ModelSpec, system: str, precision: str, tokens: int, shar
 
 def _register_shipped() -> None:
     from workloads.systems.moska import Moska
+    from workloads.systems.moska_colocated import MoskaColocated
     from workloads.systems.prefix_cache import PrefixCache
     from workloads.systems.shared_gemm import SharedGemm
     from workloads.systems.vanilla import Vanilla
 
-    for cls in (Vanilla, PrefixCache, SharedGemm, Moska):
+    for cls in (Vanilla, PrefixCache, SharedGemm, Moska, MoskaColocated):
         register_system(cls)
 
 

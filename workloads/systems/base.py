@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from workloads.models import ModelSpec
-from workloads.systems.ops import StepOp, dense_layer_ops, lm_head_op, prefill_dense_ops
+from workloads.systems.ops import StepOp, dense_layer_ops, lm_head_ops, prefill_dense_ops
 
 
 class ServingSystem:
@@ -51,20 +51,24 @@ class ServingSystem:
                    chunk_tokens: int | None = None, shared_queries: int | None = None,
                    shared_nodes: int = 1, tp: int = 1) -> list[StepOp]:
         """The ops of one decode step of one layer (plus per-step ops) for ``batch``
-        requests: projections, this system's attention, FFN, the LM head."""
+        requests on a replica of ``tp`` GPUs: projections, this system's attention, FFN
+        (with their all-reduces when ``tp`` > 1), the LM head (and its logits' gather)."""
         ops = dense_layer_ops(model, batch, precision, tp)
         ops[1:1] = self.attention_ops(
             model, precision, batch, unique_tokens, shared_tokens,
             keep_fraction=keep_fraction, chunk_tokens=chunk_tokens or shared_tokens or 1,
             shared_queries=shared_queries or batch, shared_nodes=shared_nodes, tp=tp)
-        ops.append(lm_head_op(model, batch, precision, tp))
+        ops += lm_head_ops(model, batch, precision, tp)
         return ops
 
     def prefill_ops(self, model: ModelSpec, precision: str, tokens: int, shared_tokens: int,
-                    *, keep_fraction: float = 1.0, tp: int = 1) -> list[StepOp]:
-        """The ops of one layer of prefilling ``tokens`` new prompt tokens of one request.
-        The corpus's own KV is precomputed (the paper's premise), never prefilled here."""
-        ops = prefill_dense_ops(model, precision, tokens, tp)
+                    *, keep_fraction: float = 1.0, tp: int = 1,
+                    prior_tokens: int = 0) -> list[StepOp]:
+        """The ops of one layer of prefilling ``tokens`` new prompt tokens of one request,
+        after ``prior_tokens`` of its context already in KV (resident history, earlier
+        chunks). The corpus's own KV is precomputed (the paper's premise), never prefilled
+        here."""
+        ops = prefill_dense_ops(model, precision, tokens, tp, prior_tokens)
         if shared_tokens > 0:
             ops[2:2] = self.corpus_prefill_ops(model, precision, tokens, shared_tokens,
                                                keep_fraction=keep_fraction, tp=tp)

@@ -27,7 +27,7 @@ class SharedGemm(ServingSystem):
                               SharedAttention(**akw, batch=batch,
                                               kv_tokens=split_ways(shared_tokens, tp))))
             ops.append(StepOp("merge", "merge", "unique",
-                              LseMerge(batch, model.q_heads, model.head_dim, partials=2)))
+                              LseMerge(batch, split_ways(model.q_heads, tp), model.head_dim, partials=2)))
         return ops
 
     def corpus_prefill_ops(self, model: ModelSpec, precision: str, tokens: int,

@@ -41,7 +41,7 @@ def dense_corpus_prefill(model: ModelSpec, precision: str, tokens: int, shared_t
                SharedAttention(**attention_kwargs(model, precision), batch=tokens,
                                kv_tokens=split_ways(shared_tokens, tp))),
         StepOp("prefill_merge", "merge", "unique",
-               LseMerge(tokens, model.q_heads, model.head_dim, 2)),
+               LseMerge(tokens, split_ways(model.q_heads, tp), model.head_dim, 2)),
     ]
 
 

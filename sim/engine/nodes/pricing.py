@@ -18,18 +18,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.compute import kernel_cost
+from hw.link import transfer_cost
 from hw.ops import GroupedSharedAttention, SharedAttention, Transfer
-from hw.specs import ChipSpec
+from hw.specs import ChipSpec, LinkSpec, load_link
 from workloads.models import ModelSpec
 from workloads.systems import ServingSystem
 from workloads.systems.ops import StepOp, attention_kwargs, partial_bytes, query_bytes
 
 PHASES: tuple[str, ...] = (
     "unique_attention", "shared_attention", "router", "merge", "fabric", "queueing",
-    "other_layers", "prefill", "prefill_stall",
+    "other_layers", "prefill", "prefill_stall", "collective",
 )
 # prefill_stall: decode tokens of running requests held up while their node prefills newly
 # admitted ones (the unique node prefills, then steps: continuous batching's interference)
+# collective: a tensor-parallel replica's all-reduces and gathers over its internal link
 PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 MAX_HIST_BINS = 4
 
@@ -80,37 +82,52 @@ def reduce_histogram(batches: np.ndarray, max_bins: int = MAX_HIST_BINS) -> tupl
 
 @dataclass(frozen=True)
 class DecodeCost:
-    """One decode step of a batch on its unique node (or replica).
+    """One decode step of a batch on its unique node (or replica), per layer.
 
-    ``pre_ns``/``post_ns``: one layer's unique-side ops before/after the shared round trip
-    (for systems without one, everything is in ``pre_ns``); ``step_ns``: ops run once a
-    step (lm_head). ``phase_ns``: the step's unique-side time by breakdown phase.
+    ``pre_ns``: the unique-side ops the shared round trip waits for (projections, router);
+    ``overlap_ns``: unique-side ops that do not depend on it and run while it is in flight
+    (MoSKA's unique attention, when overlap is on); ``post_ns``: the ops after the partials
+    are back (merge, output projection, FFN). Without a round trip everything is in
+    ``pre_ns``. ``step_ns``: ops run once a step (lm_head). ``phase_ns``: the step's
+    unique-side time by breakdown phase (all layers). ``link_ns``: the part of the whole
+    step spent on the replica's internal link (collectives; included in the above).
     """
 
     pre_ns: int
     post_ns: int
     step_ns: int
     phase_ns: np.ndarray  # float64[len(PHASES)]
+    overlap_ns: int = 0
+    link_ns: int = 0
 
     def local_ns(self, layers: int) -> int:
-        return (self.pre_ns + self.post_ns) * layers + self.step_ns
+        """The whole step when nothing leaves the node."""
+        return (self.pre_ns + self.overlap_ns + self.post_ns) * layers + self.step_ns
 
 
 @dataclass(frozen=True)
 class PrefillCost:
-    """One request's prefill: unique-side ns before/after the shared part (all layers),
-    the shared part's ns on each shared node, and bytes each way per shared node."""
+    """One chunk of one request's prefill, per layer: unique-side ns before the corpus
+    round trip, during it (its own causal attention, when overlap is on) and after it;
+    the corpus part's ns on each shared node (it holds 1/S of the corpus; 0 if none); and
+    bytes each way per shared node."""
 
     pre_ns: int
     post_ns: int
-    shared_ns: int  # per shared node (it holds 1/S of the corpus), 0 if none
+    shared_ns: int
     query_bytes: int
     partial_bytes: int
+    overlap_ns: int = 0
+    link_ns: int = 0  # per layer, on the replica's internal link (included in pre/post)
+
+    def local_ns(self, layers: int) -> int:
+        return (self.pre_ns + self.overlap_ns + self.post_ns) * layers
 
 
 @dataclass
 class Pricer:
-    """Caches the hw prices of a system's ops on the cluster's chips."""
+    """Caches the hw prices of a system's ops on the cluster's chips; a replica's
+    collectives (``where="node"`` ops) are priced on ``node_link``, its internal link."""
 
     model: ModelSpec
     system: ServingSystem
@@ -121,7 +138,9 @@ class Pricer:
     shared_nodes: int = 1
     keep_fraction: float = 1.0
     chunk_tokens: int = 1
+    overlap: bool = True  # unique attention runs while the shared round trip is in flight
     max_bins: int = MAX_HIST_BINS
+    node_link: LinkSpec | None = None  # None: the nvlink4 preset
     _decode: dict = field(default_factory=dict, repr=False)
     _prefill: dict = field(default_factory=dict, repr=False)
     _grouped: dict = field(default_factory=dict, repr=False)
@@ -131,16 +150,18 @@ class Pricer:
         self._akw = attention_kwargs(self.model, self.precision)
         self.layers = self.model.layers
         self.disaggregated = self.system.disaggregated
+        if self.node_link is None:
+            self.node_link = load_link("nvlink4")
         # queries per chunk whose rows (x GQA group) fit one padded tensor-core tile
         self._pad_queries = max(1, self.shared_chip.mma_min_m // self.model.group)
 
     # -- decode ---------------------------------------------------------------------------
     def decode_ops(self, batch: int, unique_ctx: int, shared_ctx: int) -> list[StepOp]:
         """The op list of one step (as ``sim.analytic`` sees it) for this batch."""
-        kw: dict = {"tp": self.tp}
+        kw: dict = {"tp": self.tp, "keep_fraction": self.keep_fraction,
+                    "chunk_tokens": self.chunk_tokens}
         if self.disaggregated:
-            kw = {"keep_fraction": self.keep_fraction, "chunk_tokens": self.chunk_tokens,
-                  "shared_queries": batch, "shared_nodes": self.shared_nodes}
+            kw.update(shared_queries=batch, shared_nodes=self.shared_nodes)
         return self.system.decode_ops(self.model, self.precision, batch, unique_ctx,
                                       shared_ctx, **kw)
 
@@ -156,13 +177,16 @@ class Pricer:
     def _price_decode(self, batch: int, unique_ctx: int, shared_ctx: int) -> DecodeCost:
         ops = self.decode_ops(batch, unique_ctx, shared_ctx)
         phase = [0] * len(PHASES)
-        pre = post = step = 0
+        pre = overlap = post = step = link = 0
+        remote = any(o.where == "shared" for o in ops)
         after = False
         for o in ops:
             if o.where == "fabric" or o.where == "shared":
                 after = after or o.name == "return_partial"
                 continue
-            t = kernel_cost(o.op, self.unique_chip).time_ns
+            t = self._unique_side_ns(o)
+            if o.where == "node":
+                link += t * (self.layers if o.per == "layer" else 1)
             if o.per == "step":
                 step += t
                 phase[PHASE_INDEX[o.phase]] += t
@@ -170,24 +194,36 @@ class Pricer:
             phase[PHASE_INDEX[o.phase]] += t * self.layers
             if after:
                 post += t
+            elif remote and self.overlap and o.phase == "unique_attention":
+                overlap += t
             else:
                 pre += t
-        return DecodeCost(pre, post, step, np.asarray(phase, dtype=np.float64))
+        return DecodeCost(pre, post, step, np.asarray(phase, dtype=np.float64), overlap, link)
+
+    def _unique_side_ns(self, o: StepOp) -> int:
+        """An op of the unique replica: a kernel on its chip, or a transfer on its link."""
+        if o.where == "node":
+            assert isinstance(o.op, Transfer)
+            return transfer_cost(o.op, self.node_link).time_ns
+        return kernel_cost(o.op, self.unique_chip).time_ns
 
     # -- prefill --------------------------------------------------------------------------
-    def prefill(self, tokens: int, shared_ctx: int) -> PrefillCost:
-        """One request's prefill of ``tokens`` prompt tokens (bucketed by the caller)."""
-        key = (tokens, shared_ctx)
+    def prefill(self, tokens: int, shared_ctx: int, prior: int = 0) -> PrefillCost:
+        """A chunk of ``tokens`` new prompt tokens after ``prior`` already prefilled ones
+        (both bucketed by the caller), per layer."""
+        key = (tokens, shared_ctx, prior)
         c = self._prefill.get(key)
         if c is None:
-            c = self._price_prefill(tokens, shared_ctx)
+            c = self._price_prefill(tokens, shared_ctx, prior)
             self._prefill[key] = c
         return c
 
-    def _price_prefill(self, tokens: int, shared_ctx: int) -> PrefillCost:
+    def _price_prefill(self, tokens: int, shared_ctx: int, prior: int) -> PrefillCost:
         ops = self.system.prefill_ops(self.model, self.precision, tokens, shared_ctx,
-                                      keep_fraction=self.keep_fraction, tp=self.tp)
-        pre = post = shared = 0
+                                      keep_fraction=self.keep_fraction, tp=self.tp,
+                                      prior_tokens=prior)
+        remote = any(o.where == "shared" for o in ops)
+        pre = overlap = post = shared = link = 0
         after = False
         qb = pb = 0
         for o in ops:
@@ -207,13 +243,16 @@ class Pricer:
                                       self.shared_chip).time_ns
                 after = True
                 continue
-            t = kernel_cost(o.op, self.unique_chip).time_ns
+            t = self._unique_side_ns(o)
+            if o.where == "node":
+                link += t
             if after:
                 post += t
+            elif remote and self.overlap and o.phase == "unique_attention":
+                overlap += t
             else:
                 pre += t
-        L = self.layers
-        return PrefillCost(pre * L, post * L, shared * L, qb * L, pb * L)
+        return PrefillCost(pre, post, shared, qb, pb, overlap, link)
 
     # -- shared node launches -------------------------------------------------------------
     def grouped(self, per_chunk: list[np.ndarray], requests: int, pairs: int,

@@ -8,8 +8,11 @@ message has waited ``window_ns``. A launch takes pending messages in FIFO order 
 several launches. A launch is priced as ONE ``GroupedSharedAttention`` over every
 (layer, chunk) it touches (chunks of different layers are different KV: separate chunks
 of the same launch). When all of a message's queries are done, its partials (output +
-log-sum-exp) go back over the fabric. Prefill jobs (a prompt's attention to the corpus)
-run alone, interleaved FIFO with the decode messages by arrival time.
+log-sum-exp) go back over the fabric. Prefill jobs (one chunk of prompts' attention to the
+corpus, one layer or one folded step) run alone. ``decode_first`` (the default): a due
+decode batch always goes before prefill work, and prefill work runs while no decode batch
+is due, so a decode query waits at most one prefill chunk; otherwise (``fifo``) jobs and
+decode messages go in arrival order.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class SharedNode(Node):
         local_chunks: int,
         max_batch: int,
         window_ns: int,
+        decode_first: bool = True,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"batching.max_batch: expected >= 1, got {max_batch}")
@@ -51,6 +55,7 @@ class SharedNode(Node):
         self.local_chunks = local_chunks
         self.max_batch = max_batch
         self.window_ns = window_ns
+        self.decode_first = decode_first
         self.pending: deque[QueryMessage] = deque()
         self.jobs: deque[PrefillJob] = deque()
         self._pending_by_layer: dict[int, np.ndarray] = {}
@@ -128,12 +133,19 @@ class SharedNode(Node):
             if not self.pending and not self.jobs:
                 yield self._sleep(full_only=False)
                 continue
-            if self.jobs and (not self.pending or self.jobs[0].t_arrive <= self.pending[0].t_arrive):
+            if self.jobs and not self.pending:
+                yield from self._run_job(self.jobs.popleft())
+                continue
+            if self.jobs and not self.decode_first and \
+                    self.jobs[0].t_arrive <= self.pending[0].t_arrive:
                 yield from self._run_job(self.jobs.popleft())
                 continue
             if not self._full():
                 wait = self.pending[0].t_arrive + self.window_ns - env.now
                 if wait > 0:
+                    if self.jobs:  # decode_first, but no decode batch is due yet
+                        yield from self._run_job(self.jobs.popleft())
+                        continue
                     yield self._sleep(full_only=True, timeout_ns=wait)
                     continue
             yield from self._launch()

@@ -1,19 +1,25 @@
 """A unique node (or, for the non-disaggregated systems, one serving replica): admission
-bounded by HBM, continuous batching, prefill, and decode steps.
+bounded by HBM, continuous batching with chunked prefill, and decode steps.
 
-Iteration policy (one loop turn): admit waiting requests FIFO while their KV reservation
-fits and ``max_running`` allows (head-of-line: the first that does not fit blocks the
-rest); prefill the newly admitted ones together (each priced by ``prefill_ops``, costs
-summed; each gets its first token when the group's prefill ends); then run ONE decode
-step of every running request, which makes one token each.
+Iteration policy (one loop turn, Sarathi-style): admit waiting requests FIFO while their
+KV reservation fits and ``max_running`` allows (head-of-line: the first that does not fit
+blocks the rest); a request with new prompt tokens joins the prefill queue, one whose
+context is all resident (``prefill_tokens`` 0) joins the decode batch at once. Then run ONE
+step: a decode token for every decoding request plus the next chunk of prefill work,
+at most ``prefill_chunk_tokens`` prompt tokens taken FIFO from the prefill queue (a prompt
+may span several steps; None: every queued prompt whole). Decode is never stalled
+behind a whole prompt, only behind one chunk. A request whose prompt finishes gets its
+first token at the end of that step and decodes from the next one; a decode-only
+request's first token is its first decode step's.
 
-A decode step runs the op list in its order: unique-side ops before the shared round trip,
-the round trip (moska: queries to each shared node holding a routed chunk, batched there,
-partials back), then the merge and the rest. At ``granularity: layer`` that is repeated
-per layer; at ``step`` it is done once with every cost (and the bytes and latency of the
-round trip) multiplied by the number of layers. The node computes nothing while it waits
-for partials (no micro-batch pipelining), as in the closed form it must agree with.
-Per-request state is held in numpy arrays; a step never loops over requests in Python.
+A step runs the op lists in order: unique-side ops before the shared round trip, the round
+trip (moska: the decode batch's routed queries and the chunk's corpus attention go to the
+shared nodes, partials come back), then the merge and the rest. Ops that do not depend on
+the round trip (the unique attention of the batch and of the chunk) run while it is in
+flight when ``overlap`` is on. At ``granularity: layer`` that is repeated per layer; at
+``step`` it is done once with every cost (and the bytes and latency of the round trip)
+multiplied by the number of layers. Per-request state is held in numpy arrays; a step
+never loops over decoding requests in Python.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from sim.engine.fabric import Fabric
 from sim.engine.kernel import Engine, ceil_ns
 from sim.engine.nodes.base import Node, NodeStats
 from sim.engine.nodes.messages import PrefillJob, QueryMessage
-from sim.engine.nodes.pricing import PHASE_INDEX, Pricer, bucket
+from sim.engine.nodes.pricing import PHASE_INDEX, DecodeCost, Pricer, bucket
 from sim.engine.nodes.shared import SharedNode
 from sim.engine.records import COLUMNS, RunRecords
 from sim.engine.routing import NodeLoad
@@ -41,7 +47,7 @@ _FABRIC, _QUEUE, _SHARED, _PREFILL, _STALL = (
 
 
 class UniqueNode(Node):
-    """Continuous batching on one unique node (or one tensor-parallel replica).
+    """Continuous batching with chunked prefill on one unique node (or one replica).
 
     Collaborators: ``records`` (request log, tokens, breakdown), ``pricer``, the ``fabric``
     and the ``shared_nodes`` it sends queries to, ``route`` (a batch's routed queries per
@@ -65,6 +71,7 @@ class UniqueNode(Node):
         remote: bool,
         capacity_bytes: int,
         max_running: int,
+        prefill_chunk_tokens: int | None = None,
         tp: int = 1,
     ) -> None:
         super().__init__(index, host, engine)
@@ -79,37 +86,45 @@ class UniqueNode(Node):
         self.pricer = pricer
         self.capacity_bytes = capacity_bytes
         self.max_running = max_running
+        self.chunk_budget = prefill_chunk_tokens if prefill_chunk_tokens else 1 << 62
         self.tp = tp
         self.layers = pricer.layers
         self.step_mode = step_mode
         self.remote = remote
         self.waiting: deque[int] = deque()
+        # admitted requests still prefilling, FIFO: [request id, prompt tokens left,
+        # context tokens already in KV]
+        self.prefilling: deque[list[int]] = deque()
         self.kv_used = 0
         self.max_kv_used = 0
-        # running requests: one row each, columns COLUMNS (see RequestLog.rows)
+        # decoding requests: one row each, columns COLUMNS (see RequestLog.rows)
         self.R = np.empty((0, len(COLUMNS)), I64)
         # NOTE: for performance: running totals and a countdown, so a step needs no numpy
-        # reduction: sum of (unique + generated) tokens, sum of shared tokens, and the
-        # steps until the next request finishes.
+        # reduction: sum of (unique + generated) tokens, sum of shared tokens, rows that
+        # have no token yet (decode-only requests), and the steps until the next finishes.
         self._ctx_sum = 0
         self._sctx_sum = 0
+        self._fresh = 0
         self._to_next_finish = 0
         self._wake: Event | None = None
         # accounting
         self.steps = 0
-        self.prefills = 0
+        self.prefill_chunks = 0
+        self.prefill_tokens_done = 0
         self.max_batch_seen = 0
+        self.link_busy_ns = 0  # tp > 1: collectives on the replica's internal link
         self.process = self.env.process(self.run())
 
     # -- load and arrivals ----------------------------------------------------------------
     @property
     def running(self) -> int:
-        return len(self.R)
+        """Admitted requests: decoding plus prefilling."""
+        return len(self.R) + len(self.prefilling)
 
     @property
     def load(self) -> int:
         """Requests on this node: running plus waiting (the dispatcher's measure)."""
-        return len(self.R) + len(self.waiting)
+        return len(self.R) + len(self.prefilling) + len(self.waiting)
 
     def submit(self, rid: int) -> None:
         """Queue request ``rid`` for admission here."""
@@ -120,23 +135,22 @@ class UniqueNode(Node):
             wake.succeed()
 
     # -- the node's process ---------------------------------------------------------------
-    def run(self):
+    def run(self):  # noqa: ANN201 - a SimPy process
         while True:
-            if not len(self.R) and not self.waiting:
+            if self.waiting:
+                self._admit()
+            if not len(self.R) and not self.prefilling:
                 self._wake = self.env.event()
                 yield self._wake
                 continue
-            new = self._admit()
-            if len(new):
-                yield from self._prefill(new)
-            if len(self.R):
-                yield from self._decode_step()
+            yield from self._step()
 
-    def _admit(self) -> np.ndarray:
+    def _admit(self) -> None:
         """Admit from the head of the queue while memory and ``max_running`` allow."""
         log = self.log
-        room = self.max_running - len(self.R)
-        taken: list[int] = []
+        room = self.max_running - len(self.R) - len(self.prefilling)
+        direct: list[int] = []
+        now = self.env.now
         while self.waiting and room > 0:
             rid = self.waiting[0]
             need = int(log.kv_bytes[rid])
@@ -144,173 +158,234 @@ class UniqueNode(Node):
                 break
             self.waiting.popleft()
             self.kv_used += need
-            taken.append(rid)
             room -= 1
-        self.max_kv_used = max(self.max_kv_used, self.kv_used)
-        ids = np.asarray(taken, dtype=I64)
-        if len(taken) == 1:  # NOTE: for performance: scalar stores beat fancy indexing
-            log.admit_ns[taken[0]] = self.env.now
-            log.status[taken[0]] = log.RUNNING
-        elif taken:
-            log.admit_ns[ids] = self.env.now
-            log.status[ids] = log.RUNNING
-        return ids
+            log.admit_ns[rid] = now
+            log.status[rid] = log.RUNNING
+            new = int(log.prefill_tokens[rid])
+            if new > 0:
+                self.prefilling.append([rid, new, int(log.unique_tokens[rid]) - new])
+            else:
+                direct.append(rid)
+        if self.kv_used > self.max_kv_used:
+            self.max_kv_used = self.kv_used
+        if direct:  # context all resident: decode from the next step, no token yet
+            rows = log.rows[np.asarray(direct, dtype=I64)].copy()
+            rows[:, DONE] = 0
+            self._join(rows, fresh=len(direct))
 
-    # -- prefill --------------------------------------------------------------------------
-    def _prefill(self, ids: np.ndarray):
-        env = self.env
-        log = self.log
-        pricer = self.pricer
-        t0 = env.now
-        tl = self.tl
-        if tl is not None:
-            tl.begin(self.index, "prefill", t0)
-        rows = log.rows[ids]
-        pre = post = shared = qb = pb = 0
-        ctx = sctx = 0
-        first_out = 1 << 62
-        for row in rows.tolist():
-            u, sh, out = row[UCTX], row[SCTX], row[OUT]
-            c = pricer.prefill(bucket(u), sh)
-            pre += c.pre_ns
-            post += c.post_ns
-            shared += c.shared_ns
-            qb += c.query_bytes
-            pb += c.partial_bytes
-            ctx += u + 1
-            sctx += sh
-            first_out = min(first_out, out)
-        self.prefills += 1
-        if self.service_scale is not None:
-            k = self.service_scale()
-            pre, post, shared = ceil_ns(pre * k), ceil_ns(post * k), ceil_ns(shared * k)
-        if shared and self.remote:
-            if pre:
-                self._busy(pre)
-                yield env.timeout(pre)
-            yield from self._prefill_remote(shared, qb, pb)
-            pre = 0
-        if pre + post:
-            self._busy(pre + post)
-            yield env.timeout(pre + post)
-        now = env.now
-        n = len(ids)
-        if n == 1:
-            log.first_ns[int(ids[0])] = now
-        else:
-            log.first_ns[ids] = now
-        self.breakdown[_PREFILL] += (now - t0) * n
-        self.breakdown[_STALL] += (now - t0) * len(self.R)  # running ones waited
-        self.tokens.add(now, n)
+    def _join(self, rows: np.ndarray, fresh: int = 0) -> None:
+        """Add ``rows`` to the decode batch."""
         empty = not len(self.R)
         self.R = rows if empty else np.concatenate((self.R, rows))
-        self._ctx_sum += ctx
-        self._sctx_sum += sctx
-        left = first_out - 1
+        self._ctx_sum += int(rows[:, UCTX].sum() + rows[:, DONE].sum())
+        self._sctx_sum += int(rows[:, SCTX].sum())
+        self._fresh += fresh
+        left = int((rows[:, OUT] - rows[:, DONE]).min())
         if empty or left < self._to_next_finish:
             self._to_next_finish = left
-        if tl is not None:
-            tl.end(self.index, now, {"requests": n, "prompt_tokens": ctx - n,
-                                     "shared_tokens": sctx})
-        if left <= 0:
-            self._retire(now)
 
-    def _prefill_remote(self, shared_ns: int, qbytes: int, pbytes: int):
-        """Send the prompts' corpus attention to every shared node; wait for the partials."""
-        env = self.env
-        fabric = self.fabric
-        replies = []
-        for node in self.shared_nodes:
-            job = PrefillJob(self.host, shared_ns, pbytes, self.layers, Event(env), env.now)
-            replies.append(job.reply)
-            fabric.send(self.host, node.host, qbytes, rounds=self.layers,
-                        on_delivery=lambda _e, n=node, j=job: n.receive_job(j))
-        tl = self.tl
-        if tl is not None:
-            tl.round_trip_begin(self.index, env.now, len(replies))
-        yield replies[0] if len(replies) == 1 else env.all_of(replies)
-        if tl is not None:
-            tl.round_trip_end(self.index, env.now)
+    def _take_chunk(self) -> list[tuple[int, int, int]]:
+        """The prefill pieces of the next step: (request id, new tokens, context before),
+        FIFO, at most the chunk budget in all."""
+        budget = self.chunk_budget
+        pieces: list[tuple[int, int, int]] = []
+        for entry in self.prefilling:
+            if budget <= 0:
+                break
+            rid, left, prior = entry
+            t = left if left <= budget else budget
+            pieces.append((rid, t, prior))
+            budget -= t
+        return pieces
 
-    # -- decode ---------------------------------------------------------------------------
-    def _decode_step(self):
+    # -- one step ------------------------------------------------------------------------
+    def _step(self):  # noqa: ANN202
         env = self.env
-        B = len(self.R)
-        tl = self.tl
-        if tl is not None:
-            tl.begin(self.index, "decode", env.now)
-        self.max_batch_seen = max(self.max_batch_seen, B)
-        uctx = bucket((2 * self._ctx_sum + B) // (2 * B))  # the mean, rounded
-        sctx = bucket((2 * self._sctx_sum + B) // (2 * B)) if self._sctx_sum else 0
-        cost = self.pricer.decode(B, uctx, sctx)
+        pricer = self.pricer
         L = self.layers
-        bd = self.breakdown
-        bd += cost.phase_ns * B
-        if not (self.remote and sctx):
-            t = cost.local_ns(L)
+        t0 = env.now
+        B = len(self.R)
+        pieces = self._take_chunk()
+        tl = self.tl
+        if tl is not None:
+            tl.begin(self.index, "decode" if B else "prefill", t0)
+        if B > self.max_batch_seen:
+            self.max_batch_seen = B
+        dcost = None
+        uctx = sctx = 0
+        if B:
+            uctx = bucket((2 * self._ctx_sum + B) // (2 * B))  # the mean, rounded
+            sctx = bucket((2 * self._sctx_sum + B) // (2 * B)) if self._sctx_sum else 0
+            dcost = pricer.decode(B, uctx, sctx)
+            self.link_busy_ns += dcost.link_ns
+        pre = overlap = post = step = 0
+        pshared = pq = pp = 0
+        ptok = 0
+        if dcost is not None:
+            pre, overlap, post, step = dcost.pre_ns, dcost.overlap_ns, dcost.post_ns, dcost.step_ns
+        log = self.log
+        for rid, t, prior in pieces:
+            c = pricer.prefill(bucket(t), int(log.shared_tokens[rid]), bucket(prior) if prior else 0)
+            pre += c.pre_ns
+            overlap += c.overlap_ns
+            post += c.post_ns
+            pshared += c.shared_ns
+            pq += c.query_bytes
+            pp += c.partial_bytes
+            self.link_busy_ns += c.link_ns * L
+            ptok += t
+        remote_decode = self.remote and B and sctx
+        remote_prefill = self.remote and pshared > 0
+        rt_parts = [0.0, 0.0, 0.0]  # decode's exposed round trip: shared, queueing, fabric
+        if not (remote_decode or remote_prefill):
+            t = (pre + overlap + post) * L + step
             if self.service_scale is not None:
                 t = ceil_ns(t * self.service_scale())
             self._busy(t)
             yield env.timeout(t)
-        elif self.step_mode:
-            self._busy(cost.pre_ns * L)
-            yield env.timeout(cost.pre_ns * L)
-            yield from self._round_trip(B, 0, L)
-            t = cost.post_ns * L + cost.step_ns
-            self._busy(t)
-            yield env.timeout(t)
         else:
-            for layer in range(L):
-                self._busy(cost.pre_ns)
-                yield env.timeout(cost.pre_ns)
-                yield from self._round_trip(B, layer, 1)
-                self._busy(cost.post_ns)
-                yield env.timeout(cost.post_ns)
-            if cost.step_ns:
-                self._busy(cost.step_ns)
-                yield env.timeout(cost.step_ns)
+            rounds, reps = (L, 1) if self.step_mode else (1, L)
+            for layer in range(reps):
+                if pre:
+                    self._busy(pre * rounds)
+                    yield env.timeout(pre * rounds)
+                msgs, replies = self._send(B if remote_decode else 0, layer, rounds,
+                                           pshared, pq, pp)
+                t_sent = env.now
+                if overlap:
+                    self._busy(overlap * rounds)
+                    yield env.timeout(overlap * rounds)
+                t_own = env.now
+                if tl is not None and replies:  # the node now waits: its own work is done
+                    tl.round_trip_begin(self.index, t_own, len(replies))
+                pending = [r for r in replies if not r.triggered]
+                if pending:
+                    yield pending[0] if len(pending) == 1 else env.all_of(pending)
+                if tl is not None and replies:
+                    tl.round_trip_end(self.index, env.now)
+                if msgs:
+                    self._round_trip_parts(msgs, env.now - t_own, t_sent, rt_parts)
+                if post:
+                    self._busy(post * rounds)
+                    yield env.timeout(post * rounds)
+            if step:
+                self._busy(step)
+                yield env.timeout(step)
         now = env.now
         self.steps += 1
-        self.R[:, DONE] += 1
-        self._ctx_sum += B
-        self.tokens.add(now, B)
-        self._to_next_finish -= 1
+        self._account(now - t0, B, dcost, rt_parts, len(pieces))
+        made = 0
+        if B:
+            made += B
+            if self._fresh:
+                fresh = self.R[:, DONE] == 0
+                log.first_ns[self.R[fresh, ID]] = now
+                self._fresh = 0
+            self.R[:, DONE] += 1
+            self._ctx_sum += B
+            self._to_next_finish -= 1
+        done_rows = self._advance_prefill(pieces, now)
+        made += len(done_rows)
+        if made:
+            self.tokens.add(now, made)
         if tl is not None:
-            tl.end(self.index, now, {"batch": B, "tokens": B, "context_tokens": uctx,
-                                     "shared_tokens": sctx})
-        if self._to_next_finish <= 0:
+            tl.end(self.index, now, {"batch": B, "tokens": made, "context_tokens": uctx,
+                                     "shared_tokens": sctx, "prefill_tokens": ptok,
+                                     "prompts": len(pieces)})
+        if len(done_rows):
+            self._join(done_rows)
+        if len(self.R) and self._to_next_finish <= 0:
             self._retire(now)
 
-    def _round_trip(self, B: int, layer: int, rounds: int):
-        """Queries out to the shared nodes, batched there, partials back."""
+    def _advance_prefill(self, pieces: list[tuple[int, int, int]], now: int) -> np.ndarray:
+        """Book the step's prefill pieces; prompts that finished get their first token and
+        are returned as decode rows."""
+        if not pieces:
+            return self.R[:0]
+        self.prefill_chunks += 1
+        finished: list[int] = []
+        for rid, t, _prior in pieces:
+            entry = self.prefilling[0] if self.prefilling[0][0] == rid else None
+            if entry is None:  # pieces are taken FIFO from the head
+                raise AssertionError("prefill pieces out of order")
+            entry[1] -= t
+            entry[2] += t
+            self.prefill_tokens_done += t
+            if entry[1] <= 0:
+                self.prefilling.popleft()
+                finished.append(rid)
+            else:
+                break  # a partial piece is always the last one
+        if not finished:
+            return self.R[:0]
+        ids = np.asarray(finished, dtype=I64)
+        self.log.first_ns[ids] = now
+        return self.log.rows[ids]
+
+    def _send(self, B: int, layer: int, rounds: int, prefill_ns: int, qbytes: int,
+              pbytes: int) -> tuple[list[QueryMessage], list[Event]]:
+        """This step's work for the shared nodes: the decode batch's routed queries and the
+        prefill chunk's corpus attention (a job on every shared node)."""
         env = self.env
         fabric = self.fabric
         now = env.now
         msgs: list[QueryMessage] = []
-        for node, load in zip(self.shared_nodes, self.route(self.R[:, CORPUS], B, layer)):
-            reqs = load.requests
-            if reqs <= 0:
-                continue
-            msg = QueryMessage(self.host, layer, load.counts, reqs, rounds, Event(env), now,
-                               load.max_count, load.pairs)
-            msgs.append(msg)
-            fabric.send(self.host, node.host, self.pricer.query_bytes(reqs) * rounds,
-                        rounds=rounds, on_delivery=lambda _e, n=node, m=msg: n.receive(m))
-        if not msgs:
-            return
-        tl = self.tl
-        if tl is not None:
-            tl.round_trip_begin(self.index, now, len(msgs))
-        yield msgs[0].reply if len(msgs) == 1 else env.all_of([m.reply for m in msgs])
-        if tl is not None:
-            tl.round_trip_end(self.index, env.now)
+        replies: list[Event] = []
+        if B:
+            for node, load in zip(self.shared_nodes, self.route(self.R[:, CORPUS], B, layer)):
+                reqs = load.requests
+                if reqs <= 0:
+                    continue
+                msg = QueryMessage(self.host, layer, load.counts, reqs, rounds, Event(env), now,
+                                   load.max_count, load.pairs)
+                msgs.append(msg)
+                replies.append(msg.reply)
+                fabric.send(self.host, node.host, self.pricer.query_bytes(reqs) * rounds,
+                            rounds=rounds, on_delivery=lambda _e, n=node, m=msg: n.receive(m))
+        if prefill_ns:
+            for node in self.shared_nodes:
+                job = PrefillJob(self.host, prefill_ns * rounds, pbytes * rounds, rounds,
+                                 Event(env), now)
+                replies.append(job.reply)
+                fabric.send(self.host, node.host, qbytes * rounds, rounds=rounds,
+                            on_delivery=lambda _e, n=node, j=job: n.receive_job(j))
+        return msgs, replies
+
+    @staticmethod
+    def _round_trip_parts(msgs: list[QueryMessage], waited: int, t_sent: int,
+                          parts: list[float]) -> None:
+        """Add the exposed part of one round trip (``waited``: time the node waited for
+        partials after its own overlapped work) to ``parts`` as shared / queueing / fabric,
+        in the proportions of the decode batch's critical message."""
         crit = max(msgs, key=lambda m: m.t_back)
         rt = crit.t_back - crit.t_sent
+        if rt <= 0 or waited <= 0:
+            return
+        exposed = min(waited, crit.t_back - t_sent)
         wait = crit.t_done - crit.t_arrive - crit.compute_ns
+        k = exposed / rt
+        parts[0] += crit.compute_ns * k
+        parts[1] += wait * k
+        parts[2] += (rt - crit.compute_ns - wait) * k
+
+    def _account(self, step_ns: int, B: int, dcost: DecodeCost | None,
+                 rt_parts: list[float], prompts: int) -> None:
+        """Split the step's time over breakdown phases, per decoding request; the parts sum
+        to ``step_ns`` x B (what no phase explains is time the step spent on the prefill
+        chunk, or waiting for the other work of the round trip). Prompts in the step spend
+        it in ``prefill``."""
         bd = self.breakdown
-        bd[_SHARED] += crit.compute_ns * B
-        bd[_QUEUE] += wait * B
-        bd[_FABRIC] += (rt - crit.compute_ns - wait) * B
+        if prompts:
+            bd[_PREFILL] += step_ns * prompts
+        if not B:
+            return
+        own = dcost.phase_ns  # type: ignore[union-attr]
+        bd += own * B
+        bd[_SHARED] += rt_parts[0] * B
+        bd[_QUEUE] += rt_parts[1] * B
+        bd[_FABRIC] += rt_parts[2] * B
+        rest = step_ns - float(own.sum()) - sum(rt_parts)
+        bd[_STALL if prompts else _QUEUE] += rest * B
 
     def _retire(self, now: int) -> None:
         """Remove the requests that have made all their tokens (vectorised)."""
@@ -346,9 +421,11 @@ class UniqueNode(Node):
     # -- accounting -----------------------------------------------------------------------
     def stats(self, t_end: int) -> NodeStats:
         return NodeStats(self.name, self.busy_within(t_end), {
-            "steps": self.steps, "prefill_groups": self.prefills,
+            "steps": self.steps, "prefill_chunks": self.prefill_chunks,
+            "prefill_tokens": self.prefill_tokens_done,
             "max_running": self.max_batch_seen, "peak_kv_gib": self.max_kv_used / 2**30,
-            "requests": int((self.log.node == self.index).sum())})
+            "requests": int((self.log.node == self.index).sum()),
+            "node_link_busy_s": self.link_busy_ns / 1e9})
 
     def flush_generated(self) -> None:
         """Write the running requests' token counts into the log (at the end of a run)."""
