@@ -252,3 +252,19 @@ def test_out_must_be_empty(tmp_path: Path) -> None:
     (out / "keep.txt").write_text("x")
     assert compare_main([str(paths[0]), "--out", str(out), "--no-progress"]) == 2
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_dask_without_the_extra_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """--dask without the distributed package: exit 2, one line saying what to install,
+    nothing run."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    path = write_configs(tmp_path)[0]
+    out = tmp_path / "out"
+    assert compare_main([str(path), "--dask", "tcp://127.0.0.1:8786", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("moska-sim compare: error: --dask: the distributed package is not "
+                   "installed; pip install -e '.[dask]'")
+    assert not out.exists()
