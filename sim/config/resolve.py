@@ -53,10 +53,10 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
         precision=str(cfg.precision),
         system=get_system(cfg.system),
         cluster=ClusterSpec(
-            unique=UniqueNodes(int(cluster.unique.nodes), load_chip(cluster.unique.chip),
+            unique=UniqueNodes(int(cluster.unique.nodes), _chip(cluster.unique, cfg),
                                int(cluster.unique.tp), _link(cluster.unique.link),
                                float(cluster.unique.hbm_usable_fraction)),
-            shared=SharedNodes(int(cluster.shared.nodes), load_chip(cluster.shared.chip),
+            shared=SharedNodes(int(cluster.shared.nodes), _chip(cluster.shared, cfg),
                                float(cluster.shared.hbm_usable_fraction)),
             fabric=FabricSpec(
                 topology=str(fabric.topology),
@@ -122,6 +122,15 @@ def with_prefill_tokens(requests: Any, law: Any, rng: Any) -> Any:
         r = out[i]
         out[i] = dataclasses.replace(r, prefill_tokens=min(int(n), r.unique_tokens))
     return out
+
+
+def _chip(group: Any, cfg: ExperimentConfig) -> Any:
+    """A node group's chip preset at its configured clock, with the run's kernel choices."""
+    overrides: dict[str, Any] = {"clock": str(group.clock)}
+    kernels = cfg.kernels.as_chip_overrides()
+    if kernels:
+        overrides["kernel_profiles"] = kernels
+    return load_chip(group.chip, overrides)
 
 
 def arrival_plan(cfg: ExperimentConfig, exp: Experiment) -> ArrivalPlan:

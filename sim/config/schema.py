@@ -89,6 +89,9 @@ class NodeGroup(StrictModel):
     hbm_usable_fraction: number(gt=0, le=1) = Field(
         0.9, description="fraction of each chip's HBM that holds weights and KV; the rest is "
                          "reserved for activations and workspace (vLLM's default 0.9)")
+    clock: choice("burst", "sustained") = Field(
+        "sustained", description="compute clock: sustained (continuous load at the power "
+                                 "limit, as a serving node runs) or burst (an idle GPU's)")
 
 
 class Link(StrictModel):
@@ -463,6 +466,49 @@ class Analysis(StrictModel):
 # ----------------------------------------------------------------------------- experiment
 
 
+def _kernel_profiles() -> list[str]:
+    from hw.profiles import available_profiles
+
+    return available_profiles()
+
+
+class Kernels(StrictModel):
+    """The kernel profile (hw/profiles) that prices each op family on every chip of the run;
+    null: the family's default (cuBLAS GEMMs, the project's Triton attention and merge)."""
+
+    gemm: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="bf16 GEMMs (default cublas)")
+    gemm_fp8: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="fp8 GEMMs (default cublas-fp8)")
+    decode_attention: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="per-request decode attention (default triton-moska-decode; or sdpa-decode)")
+    shared_attention: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="batched shared attention (default triton-moska-shared; or sdpa-shared)")
+    merge: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="LSE merge of partials (default triton-moska-merge)")
+
+    @model_validator(mode="after")
+    def _families_match(self) -> Kernels:
+        from hw.profiles import load_profile
+
+        issues = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            family = "gemm" if name == "gemm_fp8" else name
+            if value is not None and load_profile(value).family != family:
+                issues.append((name, f"expected a {family} kernel profile, got {value!r} "
+                                     f"(a {load_profile(value).family} profile)"))
+        if issues:
+            raise cross_fail(issues)
+        return self
+
+    def as_chip_overrides(self) -> dict[str, str]:
+        """``ChipSpec.kernel_profiles``: op family -> profile, for the families named."""
+        return {("gemm-fp8" if k == "gemm_fp8" else k): v
+                for k, v in ((k, getattr(self, k)) for k in type(self).model_fields)
+                if v is not None}
+
+
 class ExperimentConfig(StrictModel):
     """One experiment, fully resolved. Build it with ``sim.config.load_config``."""
 
@@ -478,6 +524,7 @@ class ExperimentConfig(StrictModel):
     workload: Workload = Field(description="requests")
     batching: Batching = Field(Batching(), description="batching policy")
     run: Run = Field(description="length, seed, fidelity")
+    kernels: Kernels = Field(Kernels(), description="which kernel prices each op family")
     analysis: Analysis = Field(Analysis(), description="closed-form sweep settings")
 
     @model_validator(mode="after")
