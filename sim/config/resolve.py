@@ -22,6 +22,7 @@ from sim.engine.experiment import (
     CorpusSpec,
     Experiment,
     FabricSpec,
+    PrefillNodes,
     RunSpec,
     SharedNodes,
     SizeLaws,
@@ -58,6 +59,9 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
                                float(cluster.unique.hbm_usable_fraction)),
             shared=SharedNodes(int(cluster.shared.nodes), _chip(cluster.shared, cfg),
                                float(cluster.shared.hbm_usable_fraction)),
+            prefill=PrefillNodes(int(cluster.prefill.nodes), _chip(cluster.prefill, cfg),
+                                 float(cluster.prefill.hbm_usable_fraction))
+            if cfg.batching.prefill_placement == "dedicated" else PrefillNodes(),
             fabric=FabricSpec(
                 topology=str(fabric.topology),
                 bandwidth_GBps=float(fabric.link.bandwidth_GBps),
@@ -79,7 +83,8 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
             prefill_chunk_tokens=int(cfg.batching.prefill_chunk_tokens)
             if cfg.batching.prefill_chunk_tokens is not None else None,
             shared_policy=str(cfg.batching.shared_policy),
-            overlap=bool(cfg.batching.overlap)),
+            overlap=bool(cfg.batching.overlap),
+            prefill_placement=str(cfg.batching.prefill_placement)),
         run=RunSpec(
             requests=int(run.requests) if run.requests is not None else None,
             duration_ns=int(round(float(run.duration_s) * 1e9))

@@ -173,6 +173,9 @@ class Cluster(StrictModel):
 
     unique: UniqueNodeGroup = Field(description="nodes that hold each request's own KV")
     shared: NodeGroup = Field(description="nodes that hold the shared context's KV")
+    prefill: NodeGroup = Field(
+        default_factory=lambda: NodeGroup(nodes=0, chip="h100-sxm"),
+        description="dedicated prefill nodes (batching.prefill_placement: dedicated)")
     fabric: Fabric = Field(description="interconnect")
 
     @model_validator(mode="after")
@@ -423,6 +426,10 @@ class Batching(StrictModel):
                                     "(decode_first) or in arrival order (fifo)")
     overlap: bool = Field(
         True, description="unique attention runs while the shared round trip is in flight")
+    prefill_placement: choice("on_unique", "dedicated") = Field(
+        "on_unique", description="where prompts are prefilled: on_unique (chunked, beside "
+                                 "decode) or dedicated (cluster.prefill nodes; KV moved over "
+                                 "the fabric to a unique node)")
 
 
 class Run(StrictModel):
@@ -537,6 +544,10 @@ class ExperimentConfig(StrictModel):
             issues.append(("cluster.shared.nodes", ("expected an integer >= 1 for system "
                                                    f"{self.system!r}, got "
                                                    f"{self.cluster.shared.nodes}")))
+        if self.batching.prefill_placement == "dedicated" and self.cluster.prefill.nodes < 1:
+            issues.append(("cluster.prefill.nodes", "expected an integer >= 1 with "
+                           "batching.prefill_placement: dedicated, got "
+                           f"{self.cluster.prefill.nodes}"))
         if issues:
             raise cross_fail(issues)
         return self
