@@ -232,14 +232,19 @@ def _with_tokens(op: DecodeAttention | SharedAttention | GroupedSharedAttention,
     return dataclasses.replace(op, kv_tokens=tokens)
 
 
-def resolve_profile(op: ComputeOp, profile: KernelProfile | str | None) -> KernelProfile:
-    """The profile that prices ``op``: the one given (object or name) or the family's default."""
+def resolve_profile(op: ComputeOp, profile: KernelProfile | str | None,
+                    chip_profiles: dict[str, str] | None = None) -> KernelProfile:
+    """The profile that prices ``op``: the one given (object or name), else the one the
+    chip names for its family (``ChipSpec.kernel_profiles``), else the family's default."""
     family = {Gemm: "gemm", DecodeAttention: "decode_attention", SharedAttention: "shared_attention",
               GroupedSharedAttention: "shared_attention", LseMerge: "merge", Copy: "copy"}.get(type(op))
     if family is None:
         raise HardwareError(f"no cost model for op {type(op).__name__}")
     if profile is None:
         profile = default_profile_name(family, getattr(op, "dtype", ""))
+        if chip_profiles:
+            key = "gemm-fp8" if family == "gemm" and getattr(op, "dtype", "") == "fp8" else family
+            profile = chip_profiles.get(key, profile)
     prof = load_profile(profile) if isinstance(profile, str) else profile
     if prof.family != family:
         raise HardwareError(f"kernel profile {prof.name!r} prices {prof.family} kernels, not {op.kind}")
@@ -255,7 +260,7 @@ def roofline_ns(op: ComputeOp, chip: ChipSpec, dtype: str) -> float:
 @lru_cache(maxsize=65536)
 def kernel_cost(op: ComputeOp, chip: ChipSpec, profile: KernelProfile | str | None = None) -> Cost:
     """Price ``op`` on ``chip`` as ``profile``'s kernel (default: the family's default profile)."""
-    prof = resolve_profile(op, profile)
+    prof = resolve_profile(op, profile, chip.kernel_profiles)
     p = prof.params(chip.name, chip.profile_key)
     launches, waves = 1, 1
     if isinstance(op, Gemm):

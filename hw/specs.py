@@ -64,6 +64,9 @@ class ChipSpec:
     clock: str = "sustained"
     sustained_compute_ratio: float = 1.0  # measured sustained / burst compute throughput
     profile_key: str = ""  # kernel-profile entry to use (default: this chip's name, else 'default')
+    # which kernel prices each op family here (gemm, gemm-fp8, decode_attention,
+    # shared_attention, merge, copy -> a profile name); families not named use the default
+    kernel_profiles: dict[str, str] = dataclasses.field(default_factory=dict)
     source: str = ""
     notes: str = ""
 
@@ -178,6 +181,13 @@ def _check_fields(kind: str, name: str, data: dict[str, Any], fields: dict, wher
         if key in ("name", "source", "notes", "profile_key", "fit"):
             if not isinstance(value, str):
                 raise HardwareError(f"{where}: {kind} {name}: {key}: expected text, got {value!r}")
+            continue
+        if key == "kernel_profiles":
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise HardwareError(f"{where}: {kind} {name}: kernel_profiles: expected a mapping "
+                                    f"op family -> kernel profile name, got {value!r}")
+            out[key] = dict(value)
             continue
         if key == "peak_tflops":
             if not isinstance(value, dict) or not value:

@@ -13,7 +13,7 @@ import pytest
 
 from hw.ops import DecodeAttention, GroupedSharedAttention, LseMerge
 from hw.profiles import load_profile
-from sim.calibration.cli import calibrate_main
+from sim.cli.calibrate import calibrate_main
 from sim.calibration.datasets import (
     HELD_OUT_GEMM_NK,
     TEST,

@@ -137,3 +137,43 @@ def test_overlap_hides_unique_attention_behind_the_round_trip() -> None:
     sc_off = type(sc_off)(**{**sc_off.__dict__, "unique_tokens": 32768})
     saved_closed = (evaluate(sc_off, 1).step_latency_ms - evaluate(sc_on, 1).step_latency_ms) * 1e6
     assert t_off - t_on == pytest.approx(saved_closed, rel=0.02)
+
+
+def _dedicated(placement: str):  # noqa: ANN202
+    """A busy MoSKA run: Poisson arrivals of 4Ki-token prompts, on_unique or with two
+    dedicated H100 prefill nodes."""
+    over = {"run.requests": 40, "batching.prefill_placement": placement,
+            "workload.unique_tokens": 4096, "workload.arrivals.rate_per_s": 60}
+    if placement == "dedicated":
+        over["cluster.prefill"] = {"nodes": 2, "chip": "h100-sxm"}
+    return run_simulation(config_from_dict(small_config("ded", **over)), write=False,
+                          progress=False)
+
+
+def test_dedicated_prefill_nodes_prefill_move_the_kv_and_leave_decode_alone() -> None:
+    on_unique, dedicated = _dedicated("on_unique"), _dedicated("dedicated")
+    s = dedicated.summary
+    assert s["requests_completed"] == 40 and all(s["invariants"].values())
+    nodes = s["prefill_nodes"]
+    # every prompt was prefilled on a prefill node, none on a unique node
+    assert sum(n["handed_over"] for n in nodes.values()) == 40
+    assert sum(n["prefill_tokens"] for n in nodes.values()) == 40 * 4096
+    assert all(u["prefill_tokens"] == 0 for u in s["unique_nodes"].values())
+    # the KV moved is each prompt's tokens x KV bytes per token (Llama 3.1 8B fp8: 64 KiB)
+    kvb = 2 * 8 * 128 * 32
+    assert sum(n["kv_bytes_sent"] for n in nodes.values()) == 40 * 4096 * kvb
+    # decode no longer shares steps with prefill chunks: no prefill stall, shorter tail
+    assert s["time_breakdown_per_token_ms"]["prefill_stall"] == 0.0
+    assert on_unique.summary["time_breakdown_per_token_ms"]["prefill_stall"] > 0
+    assert s["tpot_ms"]["p99"] < on_unique.summary["tpot_ms"]["p99"]
+    # the per-token phases still sum to the token-weighted TPOT (the KV's trip included)
+    log = dedicated.cluster.log
+    gen = log.generated
+    decode_ns = float((log.done_ns - log.first_ns)[gen > 1].sum())
+    weighted_ms = decode_ns / 1e6 / float((gen - 1)[gen > 1].sum())
+    assert sum(s["time_breakdown_per_token_ms"].values()) == pytest.approx(weighted_ms, rel=1e-9)
+
+
+def test_dedicated_placement_needs_prefill_nodes() -> None:
+    with pytest.raises(ValueError, match="cluster.prefill.nodes"):
+        config_from_dict(small_config(**{"batching.prefill_placement": "dedicated"}))

@@ -4,5 +4,5 @@ datasets: probe files, Vidur's H100 profiles and moska traces as samples tagged 
 profile_fit: fit kernel profiles and links on the training samples, report held-out error, refuse a
 fit that is worse held out than the uncalibrated model; kernels: what each traced kernel is priced
 as; fit: the bounded Nelder-Mead; errors: error summaries; preset / cli: writing and the command.
-Submodules are imported where used (``from sim.calibration.cli import calibrate_main``).
+Submodules are imported where used (``from sim.calibration.calibrate import run_calibration``).
 """

@@ -22,6 +22,7 @@ from sim.engine.experiment import (
     CorpusSpec,
     Experiment,
     FabricSpec,
+    PrefillNodes,
     RunSpec,
     SharedNodes,
     SizeLaws,
@@ -53,11 +54,14 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
         precision=str(cfg.precision),
         system=get_system(cfg.system),
         cluster=ClusterSpec(
-            unique=UniqueNodes(int(cluster.unique.nodes), load_chip(cluster.unique.chip),
+            unique=UniqueNodes(int(cluster.unique.nodes), _chip(cluster.unique, cfg),
                                int(cluster.unique.tp), _link(cluster.unique.link),
                                float(cluster.unique.hbm_usable_fraction)),
-            shared=SharedNodes(int(cluster.shared.nodes), load_chip(cluster.shared.chip),
+            shared=SharedNodes(int(cluster.shared.nodes), _chip(cluster.shared, cfg),
                                float(cluster.shared.hbm_usable_fraction)),
+            prefill=PrefillNodes(int(cluster.prefill.nodes), _chip(cluster.prefill, cfg),
+                                 float(cluster.prefill.hbm_usable_fraction))
+            if cfg.batching.prefill_placement == "dedicated" else PrefillNodes(),
             fabric=FabricSpec(
                 topology=str(fabric.topology),
                 bandwidth_GBps=float(fabric.link.bandwidth_GBps),
@@ -79,7 +83,8 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
             prefill_chunk_tokens=int(cfg.batching.prefill_chunk_tokens)
             if cfg.batching.prefill_chunk_tokens is not None else None,
             shared_policy=str(cfg.batching.shared_policy),
-            overlap=bool(cfg.batching.overlap)),
+            overlap=bool(cfg.batching.overlap),
+            prefill_placement=str(cfg.batching.prefill_placement)),
         run=RunSpec(
             requests=int(run.requests) if run.requests is not None else None,
             duration_ns=int(round(float(run.duration_s) * 1e9))
@@ -122,6 +127,15 @@ def with_prefill_tokens(requests: Any, law: Any, rng: Any) -> Any:
         r = out[i]
         out[i] = dataclasses.replace(r, prefill_tokens=min(int(n), r.unique_tokens))
     return out
+
+
+def _chip(group: Any, cfg: ExperimentConfig) -> Any:
+    """A node group's chip preset at its configured clock, with the run's kernel choices."""
+    overrides: dict[str, Any] = {"clock": str(group.clock)}
+    kernels = cfg.kernels.as_chip_overrides()
+    if kernels:
+        overrides["kernel_profiles"] = kernels
+    return load_chip(group.chip, overrides)
 
 
 def arrival_plan(cfg: ExperimentConfig, exp: Experiment) -> ArrivalPlan:

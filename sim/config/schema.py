@@ -89,6 +89,9 @@ class NodeGroup(StrictModel):
     hbm_usable_fraction: number(gt=0, le=1) = Field(
         0.9, description="fraction of each chip's HBM that holds weights and KV; the rest is "
                          "reserved for activations and workspace (vLLM's default 0.9)")
+    clock: choice("burst", "sustained") = Field(
+        "sustained", description="compute clock: sustained (continuous load at the power "
+                                 "limit, as a serving node runs) or burst (an idle GPU's)")
 
 
 class Link(StrictModel):
@@ -170,6 +173,9 @@ class Cluster(StrictModel):
 
     unique: UniqueNodeGroup = Field(description="nodes that hold each request's own KV")
     shared: NodeGroup = Field(description="nodes that hold the shared context's KV")
+    prefill: NodeGroup = Field(
+        default_factory=lambda: NodeGroup(nodes=0, chip="h100-sxm"),
+        description="dedicated prefill nodes (batching.prefill_placement: dedicated)")
     fabric: Fabric = Field(description="interconnect")
 
     @model_validator(mode="after")
@@ -420,6 +426,10 @@ class Batching(StrictModel):
                                     "(decode_first) or in arrival order (fifo)")
     overlap: bool = Field(
         True, description="unique attention runs while the shared round trip is in flight")
+    prefill_placement: choice("on_unique", "dedicated") = Field(
+        "on_unique", description="where prompts are prefilled: on_unique (chunked, beside "
+                                 "decode) or dedicated (cluster.prefill nodes; KV moved over "
+                                 "the fabric to a unique node)")
 
 
 class Run(StrictModel):
@@ -463,6 +473,49 @@ class Analysis(StrictModel):
 # ----------------------------------------------------------------------------- experiment
 
 
+def _kernel_profiles() -> list[str]:
+    from hw.profiles import available_profiles
+
+    return available_profiles()
+
+
+class Kernels(StrictModel):
+    """The kernel profile (hw/profiles) that prices each op family on every chip of the run;
+    null: the family's default (cuBLAS GEMMs, the project's Triton attention and merge)."""
+
+    gemm: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="bf16 GEMMs (default cublas)")
+    gemm_fp8: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="fp8 GEMMs (default cublas-fp8)")
+    decode_attention: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="per-request decode attention (default triton-moska-decode; or sdpa-decode)")
+    shared_attention: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="batched shared attention (default triton-moska-shared; or sdpa-shared)")
+    merge: registered("kernel profile", _kernel_profiles) | None = Field(
+        None, description="LSE merge of partials (default triton-moska-merge)")
+
+    @model_validator(mode="after")
+    def _families_match(self) -> Kernels:
+        from hw.profiles import load_profile
+
+        issues = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            family = "gemm" if name == "gemm_fp8" else name
+            if value is not None and load_profile(value).family != family:
+                issues.append((name, f"expected a {family} kernel profile, got {value!r} "
+                                     f"(a {load_profile(value).family} profile)"))
+        if issues:
+            raise cross_fail(issues)
+        return self
+
+    def as_chip_overrides(self) -> dict[str, str]:
+        """``ChipSpec.kernel_profiles``: op family -> profile, for the families named."""
+        return {("gemm-fp8" if k == "gemm_fp8" else k): v
+                for k, v in ((k, getattr(self, k)) for k in type(self).model_fields)
+                if v is not None}
+
+
 class ExperimentConfig(StrictModel):
     """One experiment, fully resolved. Build it with ``sim.config.load_config``."""
 
@@ -478,6 +531,7 @@ class ExperimentConfig(StrictModel):
     workload: Workload = Field(description="requests")
     batching: Batching = Field(Batching(), description="batching policy")
     run: Run = Field(description="length, seed, fidelity")
+    kernels: Kernels = Field(Kernels(), description="which kernel prices each op family")
     analysis: Analysis = Field(Analysis(), description="closed-form sweep settings")
 
     @model_validator(mode="after")
@@ -490,6 +544,10 @@ class ExperimentConfig(StrictModel):
             issues.append(("cluster.shared.nodes", ("expected an integer >= 1 for system "
                                                    f"{self.system!r}, got "
                                                    f"{self.cluster.shared.nodes}")))
+        if self.batching.prefill_placement == "dedicated" and self.cluster.prefill.nodes < 1:
+            issues.append(("cluster.prefill.nodes", "expected an integer >= 1 with "
+                           "batching.prefill_placement: dedicated, got "
+                           f"{self.cluster.prefill.nodes}"))
         if issues:
             raise cross_fail(issues)
         return self

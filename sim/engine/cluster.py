@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from sim.engine.deployment import GIB
+from sim.engine.deployment import GIB, memory_plan
 from sim.engine.driver import RequestDriver
 from sim.engine.experiment import Experiment
 from sim.engine.fabric import Fabric, build_topology
 from sim.engine.kernel import Engine
+from sim.engine.nodes.prefill import PrefillNode
 from sim.engine.nodes.pricing import PHASES, Pricer
 from sim.engine.nodes.shared import SharedNode
 from sim.engine.nodes.unique import UniqueNode
@@ -53,7 +54,12 @@ class Cluster:
         self._build_nodes()
         self.driver = RequestDriver(engine, requests, self.records, self.unique,
                                     self.memory.kv_capacity_bytes,
-                                    exp.workload.closed_loop_concurrency)
+                                    exp.workload.closed_loop_concurrency,
+                                    prefill_nodes=self.prefill,
+                                    prefill_capacity_bytes=self.prefill_capacity_bytes,
+                                    fabric=self.fabric)
+        for p in self.prefill:
+            p.hand_over = self.driver.hand_over
         for u in self.unique:
             u.on_completed = self.driver.on_completed
         self.router: ShardRouter | None = None
@@ -118,9 +124,11 @@ class Cluster:
             shared_nodes=max(1, shared_cls.nodes) if exp.disaggregated else 1,
             keep_fraction=exp.corpus.keep_fraction, chunk_tokens=exp.corpus.chunk_tokens,
             overlap=exp.batching.overlap, node_link=unique.link)
+        P = exp.cluster.prefill.nodes if exp.batching.prefill_placement == "dedicated" else 0
         hosts = [f"unique{i}" for i in range(replicas)] + [f"shared{s}" for s in range(S)]
+        hosts += [f"prefill{p}" for p in range(P)]
         self.fabric: Fabric | None = None
-        if S:
+        if S or P:
             fab = exp.cluster.fabric
             graph = build_topology(fab.topology, hosts, hosts_per_leaf=fab.hosts_per_leaf,
                                    spines=fab.spines)
@@ -150,6 +158,40 @@ class Cluster:
             for i in range(replicas)
         ]
         self.unused_shared_nodes = shared_cls.nodes - S
+        self.prefill: list[PrefillNode] = []
+        self.prefill_capacity_bytes = 0
+        if P:
+            self._build_prefill_nodes(P, S, host_of, scale)
+
+    def _build_prefill_nodes(self, P: int, S: int, host_of: dict[str, int],
+                             scale: Any) -> None:
+        """Dedicated prefill nodes: their own chip and HBM plan (weights and what the
+        system keeps resident, then room for the prompts in flight), priced by their own
+        pricer, sending corpus work to the same shared nodes."""
+        exp = self.experiment
+        pcls, shared_cls = exp.cluster.prefill, exp.cluster.shared
+        plan = memory_plan(
+            exp.model, exp.precision, exp.system, pcls.chip, 1, shared_cls.chip,
+            shared_cls.nodes, exp.corpus.total_corpus_tokens, exp.corpus.total_chunks,
+            exp.corpus.chunk_tokens, exp.corpus.describe(),
+            unique_usable=pcls.hbm_usable_fraction,
+            shared_usable=shared_cls.hbm_usable_fraction)
+        self.prefill_capacity_bytes = plan.kv_capacity_bytes
+        pricer = Pricer(
+            exp.model, exp.system, exp.precision, pcls.chip, shared_cls.chip, tp=1,
+            shared_nodes=max(1, shared_cls.nodes) if exp.disaggregated else 1,
+            keep_fraction=exp.corpus.keep_fraction, chunk_tokens=exp.corpus.chunk_tokens,
+            overlap=exp.batching.overlap, node_link=exp.cluster.unique.link)
+        self.prefill = [
+            PrefillNode(p, host_of.get(f"prefill{p}", -1), self.engine, pricer, self.records,
+                        fabric=self.fabric, shared_nodes=self.shared, service_scale=scale,
+                        step_mode=exp.run.granularity == "step", remote=self.remote_shared,
+                        capacity_bytes=plan.kv_capacity_bytes,
+                        max_running=exp.batching.max_running,
+                        prefill_chunk_tokens=exp.batching.prefill_chunk_tokens,
+                        kv_bytes_per_token=plan.kv_bytes_per_token)
+            for p in range(P)
+        ]
 
     def _build_router(self, make_router: RouterFactory | None) -> ShardRouter:
         """One query router per corpus (the workload's chunk router, or ``make_router``'s,

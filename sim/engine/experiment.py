@@ -67,10 +67,21 @@ class FabricSpec:
 
 
 @dataclass(frozen=True)
+class PrefillNodes:
+    """Dedicated prefill nodes (``batching.prefill_placement: dedicated``): how many, which
+    chip, the usable fraction of its HBM; none by default."""
+
+    nodes: int = 0
+    chip: ChipSpec | None = None
+    hbm_usable_fraction: float = HBM_USABLE_FRACTION
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     unique: UniqueNodes
     shared: SharedNodes
     fabric: FabricSpec
+    prefill: PrefillNodes = PrefillNodes()
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,7 @@ class BatchingSpec:
     window_ns: int = 0
     max_running: int = UNBOUNDED
     prefill_chunk_tokens: int | None = 2048  # None: whole prompts in one step
+    prefill_placement: str = "on_unique"  # or "dedicated": cluster.prefill nodes
     shared_policy: str = "decode_first"  # or "fifo"
     overlap: bool = True  # unique attention while the shared round trip is in flight
 
@@ -234,6 +246,8 @@ _FLAT: dict[str, tuple[str, str]] = {
     "max_running": ("batching", "max_running"),
     "prefill_chunk_tokens": ("batching", "prefill_chunk_tokens"),
     "shared_policy": ("batching", "shared_policy"), "overlap": ("batching", "overlap"),
+    "prefill_placement": ("batching", "prefill_placement"),
+    "prefill_nodes": ("prefill", "nodes"), "prefill_chip": ("prefill", "chip"),
     "requests": ("run", "requests"), "duration_ns": ("run", "duration_ns"),
     "warmup_ns": ("run", "warmup_ns"), "granularity": ("run", "granularity"),
     "service": ("run", "service"),
@@ -252,6 +266,7 @@ def make_experiment(**overrides: Any) -> Experiment:
         "unique": dict(nodes=4, chip="moska-unique", tp=1, link=NODE_LINK,
                        hbm_usable_fraction=HBM_USABLE_FRACTION),
         "shared": dict(nodes=2, chip="moska-shared", hbm_usable_fraction=HBM_USABLE_FRACTION),
+        "prefill": dict(nodes=0, chip=None),
         "fabric": dict(topology="switch", bandwidth_GBps=450.0, latency_ns=1000.0,
                        switch_latency_ns=0.0, hosts_per_leaf=8, spines=None),
         "corpus": dict(tokens=2**20, chunk_tokens=2048, keep_fraction=0.25, corpora=1,
@@ -269,7 +284,7 @@ def make_experiment(**overrides: Any) -> Experiment:
             sections[section][name] = value
         else:
             raise TypeError(f"make_experiment: unknown field {key!r}")
-    for sec in ("unique", "shared"):
+    for sec in ("unique", "shared", "prefill"):
         if isinstance(sections[sec]["chip"], str):
             sections[sec]["chip"] = load_chip(sections[sec]["chip"])
     if isinstance(sections["unique"]["link"], str):
@@ -280,7 +295,7 @@ def make_experiment(**overrides: Any) -> Experiment:
         name=top["name"], seed=top["seed"], model=model, precision=top["precision"],
         system=system,
         cluster=ClusterSpec(UniqueNodes(**sections["unique"]), SharedNodes(**sections["shared"]),
-                            FabricSpec(**sections["fabric"])),
+                            FabricSpec(**sections["fabric"]), PrefillNodes(**sections["prefill"])),
         corpus=CorpusSpec(**sections["corpus"]), batching=BatchingSpec(**sections["batching"]),
         run=RunSpec(**sections["run"]))
 
@@ -294,6 +309,7 @@ __all__ = [
     "CorpusSpec",
     "Experiment",
     "FabricSpec",
+    "PrefillNodes",
     "RunSpec",
     "SharedNodes",
     "SizeLaws",

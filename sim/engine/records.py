@@ -40,6 +40,7 @@ class RequestLog:
         self.output_tokens = np.zeros(n, dtype=np.int64)
         self.shared_tokens = np.zeros(n, dtype=np.int64)
         self.prefill_tokens = np.zeros(n, dtype=np.int64)  # new prompt tokens of unique
+        self.prefill_node = np.full(n, -1, dtype=np.int32)  # dedicated prefill node, if any
         self.corpus = np.zeros(n, dtype=np.int64)
         self.kv_bytes = np.zeros(n, dtype=np.int64)
         self.generated = np.zeros(n, dtype=np.int64)

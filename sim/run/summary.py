@@ -128,9 +128,10 @@ def summarize(exp: Experiment, cluster: Cluster, t_end: int,
 
     unique_stats = [u.stats(t_end) for u in cluster.unique]
     shared_stats = [s.stats(t_end) for s in cluster.shared]
+    prefill_stats = [p.stats(t_end) for p in cluster.prefill]
     util: dict[str, float] = {}
     busy_s: dict[str, float] = {}
-    for st in unique_stats + shared_stats:
+    for st in unique_stats + shared_stats + prefill_stats:
         util[st.name] = st.busy_ns / t_end if t_end else 0.0
         busy_s[st.name] = st.busy_ns / 1e9
     fab = cluster.fabric.stats(t_end) if cluster.fabric is not None else None
@@ -198,6 +199,8 @@ def summarize(exp: Experiment, cluster: Cluster, t_end: int,
         "max_batch": exp.batching.max_batch,
         "shared_nodes": {st.name: st.detail for st in shared_stats},
         "unique_nodes": {st.name: st.detail for st in unique_stats},
+        **({"prefill_nodes": {st.name: st.detail for st in prefill_stats}}
+           if prefill_stats else {}),
         "memory_gib": (mem.weights_bytes + mem.resident_shared_bytes + peak_kv) / 2**30,
         "memory": {**mem.to_dict(), "peak_kv_gib": peak_kv / 2**30},
         "max_in_system": rec.occupancy.max_n,

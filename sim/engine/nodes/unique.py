@@ -150,6 +150,7 @@ class UniqueNode(Node):
         log = self.log
         room = self.max_running - len(self.R) - len(self.prefilling)
         direct: list[int] = []
+        handed: list[int] = []
         now = self.env.now
         while self.waiting and room > 0:
             rid = self.waiting[0]
@@ -159,6 +160,9 @@ class UniqueNode(Node):
             self.waiting.popleft()
             self.kv_used += need
             room -= 1
+            if log.prefill_node[rid] >= 0:  # prefilled on a prefill node: first token made
+                handed.append(rid)
+                continue
             log.admit_ns[rid] = now
             log.status[rid] = log.RUNNING
             new = int(log.prefill_tokens[rid])
@@ -168,6 +172,11 @@ class UniqueNode(Node):
                 direct.append(rid)
         if self.kv_used > self.max_kv_used:
             self.max_kv_used = self.kv_used
+        if handed:  # decode from the second token on
+            ids = np.asarray(handed, dtype=I64)
+            # the KV's trip from the prefill node and the wait here come before token 2
+            self.breakdown[_QUEUE] += float((now - log.first_ns[ids]).sum())
+            self._join(log.rows[ids].copy())
         if direct:  # context all resident: decode from the next step, no token yet
             rows = log.rows[np.asarray(direct, dtype=I64)].copy()
             rows[:, DONE] = 0

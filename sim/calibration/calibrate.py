@@ -1,4 +1,5 @@
-"""`moska-sim calibrate INPUT...`: fit kernel profiles and links on training shapes, report held-out error.
+"""Calibration runs: fit kernel profiles and links on training shapes, report held-out error
+(the logic of ``moska-sim calibrate``; its command line is ``sim.cli.calibrate``).
 
 Inputs, any mix of:
 
@@ -12,17 +13,13 @@ after, per op kind (sim/calibration/datasets.py says which shapes are held out).
 held-out median error is worse than the uncalibrated model's for any op kind is refused: exit 2,
 nothing written. ``--write`` stores the fitted entries, with their held-out figures, in the kernel
 profiles (``hw/profiles/*.yaml``) and the link fits in ``hw/presets/links.yaml``.
-User errors print one ``error:`` line naming the file or field and return 2.
+User errors raise ``CalibrationError`` (or the reader's own error) naming the file or field.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,107 +199,95 @@ def write_links(link_fits: list[LinkFit], command: str, preset_dir: Path) -> Pat
     return path
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="moska-sim calibrate",
-        description="Fit hw's kernel profiles and links to measured times on training shapes and report the "
-                    "error on held-out shapes, per op kind, before and after. Method: docs/calibration.md; "
-                    "figures: docs/fidelity.md.",
-    )
-    p.add_argument("inputs", type=Path, nargs="*", metavar="INPUT",
-                   help="probe files (*.probe.json), a Vidur profile folder, or moska traces (*.trace.npz; the last "
-                        "one is held out)")
-    p.add_argument("--chip", help="chip preset the measurements are of (default: from each input)")
-    p.add_argument("--write", action="store_true",
-                   help="store the fitted profile entries (hw/profiles) and links (hw/presets/links.yaml)")
-    p.add_argument("--default-from", metavar="CHIP",
-                   help="with --write: also make CHIP's fitted entry each profile's 'default' (chips never measured)")
-    p.add_argument("--profile-dir", type=Path, default=PROFILE_DIR, help="where --write puts profiles")
-    p.add_argument("--preset-dir", type=Path, default=PRESET_DIR, help="where --write finds links.yaml")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--fidelity", action="store_true",
-                   help="fit nothing: print docs/fidelity.md's table, the shipped model's error on the shipped "
-                        "measurements (with --write: update docs/fidelity.md)")
-    p.add_argument("--doc", type=Path, default=DOC, help="with --fidelity --write: the file to update")
-    return p
-
-
 DOC = Path(__file__).resolve().parents[2] / "docs" / "fidelity.md"
 
 
-def fidelity_main(args: argparse.Namespace) -> int:
-    """``--fidelity``: print (and with --write store) the generated table of docs/fidelity.md."""
-    from sim.calibration.fidelity import render, update_doc
+class RefusedFit(CalibrationError):
+    """A fit worse held out than the uncalibrated model; ``text`` is the table that shows it."""
 
-    if args.inputs:
-        raise CalibrationError("--fidelity: takes no INPUT; it reads the shipped probe files, Vidur profiles "
-                               "and H100 sample traces")
-    block = render()
-    print(block)
-    if args.write:
-        changed = update_doc(args.doc, block)
-        print(f"{'updated' if changed else 'unchanged'}: {args.doc}")
-    return 0
+    def __init__(self, message: str, text: str) -> None:
+        super().__init__(message)
+        self.text = text
 
 
-def calibrate_main(argv: list[str]) -> int:
-    """Entry point of ``moska-sim calibrate``: 0 on success, 2 on a user error or a refused fit."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    command = "moska-sim calibrate " + " ".join(shlex.quote(a) for a in argv)
-    try:
-        if args.fidelity:
-            return fidelity_main(args)
-        if not args.inputs:
-            raise CalibrationError("INPUT: give at least one probe file, Vidur folder or trace (or --fidelity)")
-        inputs = read_inputs(list(args.inputs), args.chip)
-        report = None
-        if inputs.samples:
-            if not any(s.split == "train" for s in inputs.samples):
-                raise CalibrationError(f"{args.inputs[0]}: nothing to train on (one trace alone is held out); "
-                                       f"give a probe file, a Vidur folder, or two traces or more")
-            report = calibrate_profiles(inputs.samples)
-        link_fits = [fit_link(inputs.links, link) for link in shipped_links(inputs.links).values()]
-        text = render(inputs, report, link_fits)
+@dataclasses.dataclass
+class CalibrationRun:
+    """What one calibration produced: the inputs, the per-kind report, the link fits, the
+    rendered tables and the files written."""
+
+    inputs: Inputs
+    report: CalibrationReport | None
+    link_fits: list[LinkFit]
+    text: str
+    written: list[Path]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"inputs": self.inputs.described,
+                               "written": [str(p) for p in self.written]}
+        report = self.report
         if report:
-            try:
-                check_held_out(report)
-            except HeldOutWorse as exc:
-                print(text)
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-        worse_links = [lf for lf in link_fits if lf.after.median > lf.before.median]
-        if worse_links:
-            raise CalibrationError("refusing the fit: held-out median error of link "
-                                   f"{worse_links[0].link} is worse than its datasheet preset's")
-        written: list[Path] = []
-        if args.write:
-            if report:
-                written += write_profiles(report, command, args.profile_dir, args.default_from)
-            if link_fits:
-                written.append(write_links(link_fits, command, args.preset_dir))
-    except (TraceError, ProbeError, DatasetError, HardwareError, CalibrationError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        out: dict[str, Any] = {"inputs": inputs.described, "written": [str(p) for p in written]}
-        if report:
-            out["kinds"] = [{"chip": k.chip, "kind": k.kind, "train": k.train_n, "before": k.before.to_dict(),
-                             "after": k.after.to_dict(), "after_train": k.after_train.to_dict()} for k in report.kinds]
+            out["kinds"] = [{"chip": k.chip, "kind": k.kind, "train": k.train_n,
+                             "before": k.before.to_dict(), "after": k.after.to_dict(),
+                             "after_train": k.after_train.to_dict()} for k in report.kinds]
             out["fits"] = [{"profile": f.profile, "chip": f.chip, "train": f.train_n,
-                            "params": {n: getattr(f.params, n) for n in hw_profiles.FITTABLE}} for f in report.fits]
+                            "params": {n: getattr(f.params, n) for n in hw_profiles.FITTABLE}}
+                           for f in report.fits]
             out["ratios"] = report.ratios
-        out["links"] = [{"link": lf.link, "fixed_ns": lf.fixed_ns, "bandwidth_GBps": lf.bandwidth_GBps,
-                         "before": lf.before.to_dict(), "after": lf.after.to_dict()} for lf in link_fits]
-        print(json.dumps(out, indent=1, sort_keys=True))
-    else:
-        print(text)
-        for p in written:
-            print(f"wrote {p}")
-    return 0
+        out["links"] = [{"link": lf.link, "fixed_ns": lf.fixed_ns,
+                         "bandwidth_GBps": lf.bandwidth_GBps, "before": lf.before.to_dict(),
+                         "after": lf.after.to_dict()} for lf in self.link_fits]
+        return out
 
 
-__all__ = ["CalibrationError", "build_parser", "calibrate_main", "read_inputs", "render"]
+def run_calibration(paths: list[Path], chip: str | None = None, *, write: bool = False,
+                    default_from: str | None = None, profile_dir: Path = PROFILE_DIR,
+                    preset_dir: Path = PRESET_DIR, command: str = "") -> CalibrationRun:
+    """Fit on the training shapes of ``paths``, check held out, and with ``write`` store the
+    fitted profiles and links. A fit worse held out is refused (``RefusedFit``), nothing
+    written."""
+    if not paths:
+        raise CalibrationError("INPUT: give at least one probe file, Vidur folder or trace "
+                               "(or --fidelity)")
+    inputs = read_inputs(list(paths), chip)
+    report = None
+    if inputs.samples:
+        if not any(s.split == "train" for s in inputs.samples):
+            raise CalibrationError(f"{paths[0]}: nothing to train on (one trace alone is held "
+                                   "out); give a probe file, a Vidur folder, or two traces or more")
+        report = calibrate_profiles(inputs.samples)
+    link_fits = [fit_link(inputs.links, link) for link in shipped_links(inputs.links).values()]
+    text = render(inputs, report, link_fits)
+    if report:
+        try:
+            check_held_out(report)
+        except HeldOutWorse as exc:
+            raise RefusedFit(str(exc), text) from None
+    worse_links = [lf for lf in link_fits if lf.after.median > lf.before.median]
+    if worse_links:
+        raise CalibrationError("refusing the fit: held-out median error of link "
+                               f"{worse_links[0].link} is worse than its datasheet preset's")
+    written: list[Path] = []
+    if write:
+        if report:
+            written += write_profiles(report, command, profile_dir, default_from)
+        if link_fits:
+            written.append(write_links(link_fits, command, preset_dir))
+    return CalibrationRun(inputs, report, link_fits, text, written)
+
+
+def fidelity_table(doc: Path = DOC, write: bool = False) -> tuple[str, bool]:
+    """docs/fidelity.md's generated table from the shipped files; with ``write`` stored in
+    ``doc``. Returns (table, whether the file changed)."""
+    from sim.calibration.fidelity import render as render_fidelity
+    from sim.calibration.fidelity import update_doc
+
+    block = render_fidelity()
+    changed = update_doc(doc, block) if write else False
+    return block, changed
+
+
+USER_ERRORS = (TraceError, ProbeError, DatasetError, HardwareError, CalibrationError, OSError,
+               ValueError)
+
+__all__ = ["DOC", "USER_ERRORS", "CalibrationError", "CalibrationRun", "RefusedFit",
+           "fidelity_table", "read_inputs", "render", "run_calibration"]
