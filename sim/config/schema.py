@@ -418,7 +418,7 @@ class Batching(StrictModel):
     window_us: number(ge=0, le=MAX_WINDOW_US) = Field(0.0, description="longest wait to fill a batch, us")
     max_running: integer(ge=1, le=MAX_BATCH) | None = Field(
         None, description="cap on decoding requests per unique node (null: HBM decides)")
-    prefill_chunk_tokens: integer(ge=1) | None = Field(
+    prefill_chunk_tokens: integer(ge=1, le=MAX_CONTEXT_TOKENS) | None = Field(
         2048, description="prompt tokens a unique node prefills per step beside its decode "
                           "batch (chunked prefill; null: whole prompts at once)")
     shared_policy: choice("decode_first", "fifo") = Field(
