@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hw.profiles import PROFILE_DIR
 from hw.specs import PRESET_DIR
+from sim.cli.common import ArgumentParser
 from sim.calibration.calibrate import (
     DOC,
     USER_ERRORS,
@@ -26,7 +27,7 @@ from sim.calibration.calibrate import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="moska-sim calibrate",
         description="Fit hw's kernel profiles and links to measured times on training shapes and "
                     "report the error on held-out shapes, per op kind, before and after. Method: "
