@@ -15,7 +15,6 @@ from pathlib import Path
 
 from hw.profiles import PROFILE_DIR
 from hw.specs import PRESET_DIR
-from sim.cli.common import ArgumentParser
 from sim.calibration.calibrate import (
     DOC,
     USER_ERRORS,
@@ -24,6 +23,7 @@ from sim.calibration.calibrate import (
     fidelity_table,
     run_calibration,
 )
+from sim.cli.common import ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
