@@ -32,7 +32,7 @@ def analyze_main(argv: list[str]) -> int:
     out: Path | None = None
     if not args.no_write:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = check_out_path(Path(args.out) if args.out is not None
+        out = check_out_path(args.out if args.out is not None
                              else Path("results") / f"{cfg.name}-analysis-{stamp}")
     sc = scenario(resolve(cfg, with_workload=False))
     settings = analysis_settings(cfg)

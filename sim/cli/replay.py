@@ -29,7 +29,7 @@ def replay_main(argv: list[str]) -> int:
                     "(and optionally its requests) instead of the statistical router.")
     parser.add_argument("trace", type=Path, help="a moska-trace file (*.trace.npz)")
     parser.add_argument("--config", type=Path, required=True, help="experiment YAML")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", default=None,
                         help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
     parser.add_argument("--arrivals", choices=("config", "trace"), default="config",
                         help="requests from the config's arrivals (default) or the trace's "

@@ -31,7 +31,7 @@ def run_main(argv: list[str]) -> int:
     """
     parser = ArgumentParser(prog="moska-sim run", description="Simulate one experiment YAML.")
     parser.add_argument("config", type=Path, help="experiment YAML")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", default=None,
                         help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
     add_set_argument(parser, "run.requests=200")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

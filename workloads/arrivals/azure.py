@@ -21,12 +21,13 @@ from workloads.errors import WorkloadError
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 _EPOCH = date(1970, 1, 1).toordinal()
 MIN_YEAR, MAX_YEAR = 1900, 2200  # nanoseconds since 1970 stay within int64
-_AZURE_TIME = re.compile(r"\s*(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*$",
-                         re.ASCII)
+# at most 12 fractional digits (the trace has 7; ns resolution needs 9)
+_AZURE_TIME = re.compile(
+    r"\s*(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,12}))?\s*$", re.ASCII)
 
 
 def read_azure(path: str | Path) -> TraceRows:
-    """Azure LLM inference CSV: TIMESTAMP ('2023-11-16 18:15:46.6805900', any number of
+    """Azure LLM inference CSV: TIMESTAMP ('2023-11-16 18:15:46.6805900', up to 12
     fractional digits, years 1900-2200), ContextTokens, GeneratedTokens (integers in
     [0, 2^30]); extra columns and any column order are fine. Every bad row, cell or byte
     is a one-line WorkloadError naming the file, line and column."""

@@ -22,6 +22,7 @@ from workloads.errors import WorkloadError
 MAX_TIMESTAMP_MS = 4 * 10**12  #: latest timestamp, ms (in ns it stays within int64)
 MAX_JSON_DEPTH = 16  #: deepest nesting of a row (a row is an object holding one list)
 MAX_HASH_ID = 2**63 - 1
+MAX_HASH_IDS = MAX_TRACE_TOKENS // 512  #: block ids of the longest plausible prompt
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
@@ -85,6 +86,10 @@ def read_mooncake(path: str | Path) -> TraceRows:
                     isinstance(h, int) and not isinstance(h, bool) for h in ids):
                 raise WorkloadError(f"{path}: line {line}: hash_ids: expected a list of "
                                     f"integer block ids, got {_short(ids)}")
+            if len(ids) > MAX_HASH_IDS:
+                raise WorkloadError(f"{path}: line {line}: hash_ids: expected at most "
+                                    f"{MAX_HASH_IDS:,} block ids (2^30 tokens / 512), got "
+                                    f"{len(ids):,}")
             if ids and not (0 <= min(ids) and max(ids) <= MAX_HASH_ID):
                 raise WorkloadError(f"{path}: line {line}: hash_ids: expected block ids in "
                                     f"[0, 2^63), got {_short(min(ids) if min(ids) < 0 else max(ids))}")
