@@ -359,7 +359,10 @@ def test_cross_field_rules():
     data["run"] = {"seed": 1}
     message = errors_of(data)
     assert "workload.shared.chunk_tokens: expected a size <= tokens (16777216)" in message
-    assert "run.requests: missing; set requests, duration_s or both" in message
+    # the run's bound is checked against the arrivals (a trace needs none), once the
+    # sections themselves are valid
+    data["workload"]["shared"]["chunk_tokens"] = "1Mi"
+    assert "run.requests: missing; set requests, duration_s or both" in errors_of(data)
 
 
 def test_keep_fraction_range():
@@ -567,3 +570,26 @@ def test_docs_cover_every_field():
     documented = set(re.findall(r"`([A-Za-z0-9_.]+)`", docs))
     missing = sorted(p for p in _field_paths(ExperimentConfig) if p not in documented)
     assert not missing, f"docs/config.md lacks: {missing}"
+
+
+def test_a_trace_brings_its_own_sizes_and_end(tmp_path):
+    """With trace arrivals, unique/output tokens and the run's bound may be left out; any
+    other arrival kind still needs them."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                     "2023-11-16 18:15:46.0,100,5\n2023-11-16 18:15:47.5,300,7\n")
+    data = good_dict()
+    data["workload"]["arrivals"] = {"kind": "trace", "path": str(trace), "format": "azure"}
+    del data["workload"]["unique_tokens"], data["workload"]["output_tokens"]
+    data["workload"]["shared"]["tokens"] = "1Mi"  # fits the 4 shared nodes
+    data["run"] = {"seed": 1}
+    cfg = config_from_dict(data)
+    from sim.config import resolve
+
+    exp = resolve(cfg)
+    assert [r.unique_tokens for r in exp.workload.requests] == [100, 300]
+    assert exp.sizes.unique_tokens_mean == 200
+    data["workload"]["arrivals"] = {"kind": "poisson", "rate_per_s": 5}
+    message = errors_of(data)
+    assert "workload.unique_tokens: missing; required unless workload.arrivals is a trace" in message
+    assert "run.requests: missing" in message

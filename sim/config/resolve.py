@@ -43,7 +43,7 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
     the arrival plan is drawn and the run's requests are part of it; without, the
     experiment has no requests (the closed form and capacity checks need none)."""
     cluster, run, shared = cfg.cluster, cfg.run, cfg.workload.shared
-    if run.duration_s is None and run.requests is None:
+    if run.duration_s is None and run.requests is None and cfg.workload.arrivals.kind != "trace":
         raise ValueError("run: set run.requests and/or run.duration_s to bound the run")
     shared_tokens = int(shared.tokens or 0)
     fabric = cluster.fabric
@@ -92,8 +92,7 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
             warmup_ns=int(round(float(run.warmup_s) * 1e9)),
             granularity=str(run.granularity),
             service=str(run.service)),
-        sizes=SizeLaws(unique_tokens_mean=_mean_tokens(cfg.workload.unique_tokens),
-                       output_tokens_mean=float(_mean_tokens(cfg.workload.output_tokens, exact=True))),
+        sizes=_size_laws(cfg),
         config=cfg.to_dict(),
     )
     if not with_workload:
@@ -103,6 +102,10 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
         exp = exp.with_corpora(plan.corpus_tokens)
     requests = with_prefill_tokens(plan.requests, cfg.workload.prefill_tokens,
                                    RngStreams(exp.seed)["prefill"])
+    if cfg.workload.unique_tokens is None and requests:  # the trace's own sizes
+        exp = dataclasses.replace(exp, sizes=SizeLaws(
+            unique_tokens_mean=int(round(sum(r.unique_tokens for r in requests) / len(requests))),
+            output_tokens_mean=sum(max(1, r.output_tokens) for r in requests) / len(requests)))
     return exp.with_requests(requests, plan.closed_loop_concurrency,
                              _sharing_dict(plan.sharing), plan.notes)
 
@@ -153,8 +156,8 @@ def arrival_plan(cfg: ExperimentConfig, exp: Experiment) -> ArrivalPlan:
               if name != "kind"}
     return build_arrivals(
         arrivals.kind,
-        unique_tokens=TokenDistribution.from_config(wl.unique_tokens, "workload.unique_tokens"),
-        output_tokens=TokenDistribution.from_config(wl.output_tokens, "workload.output_tokens"),
+        unique_tokens=_law(wl.unique_tokens, "workload.unique_tokens"),
+        output_tokens=_law(wl.output_tokens, "workload.output_tokens"),
         shared=shared, rng_arrivals=rng["arrivals"], rng_sizes=rng["sizes"],
         max_requests=exp.run.requests, duration_ns=exp.run.duration_ns, **params)
 
@@ -173,6 +176,21 @@ def analysis_settings(cfg: ExperimentConfig) -> AnalysisSettings:
     an = cfg.analysis
     return AnalysisSettings(int(an.batch), tuple(int(b) for b in an.batch_sweep),
                             tuple(int(s) for s in an.shared_tokens_sweep))
+
+
+def _law(value: Any, field: str) -> TokenDistribution:
+    """A token-count law; a trace that brings its own sizes needs none (a placeholder)."""
+    return TokenDistribution.fixed(1) if value is None else TokenDistribution.from_config(value, field)
+
+
+def _size_laws(cfg: ExperimentConfig) -> SizeLaws:
+    """The means the closed form prices (from a trace's requests, after the plan, when the
+    config gives no laws)."""
+    wl = cfg.workload
+    if wl.unique_tokens is None or wl.output_tokens is None:
+        return SizeLaws()
+    return SizeLaws(unique_tokens_mean=_mean_tokens(wl.unique_tokens),
+                    output_tokens_mean=float(_mean_tokens(wl.output_tokens, exact=True)))
 
 
 def _mean_tokens(dist: Any, exact: bool = False) -> Any:

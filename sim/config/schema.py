@@ -398,13 +398,16 @@ class Workload(StrictModel):
     """What the requests look like and when they come."""
 
     arrivals: Arrivals = Field(description="arrival process")
-    unique_tokens: TokenCount = Field(
-        description="per-request (unique) context tokens: resident history plus new prompt")
+    unique_tokens: TokenCount | None = Field(
+        None, description="per-request (unique) context tokens: resident history plus new "
+                          "prompt (required unless the arrivals are a trace, which has them)")
     prefill_tokens: PrefillTokens = Field(
         "all", description="new prompt tokens to prefill, of the unique tokens: 'all' "
                            "(default), a size or a distribution (clipped to unique_tokens); "
                            "0: context already resident, decode only (the paper's setting)")
-    output_tokens: TokenCount = Field(description="tokens decoded per request")
+    output_tokens: TokenCount | None = Field(
+        None, description="tokens decoded per request (required unless the arrivals are a "
+                          "trace, which has them)")
     shared: SharedContext = Field(description="the shared context")
 
 
@@ -447,8 +450,6 @@ class Run(StrictModel):
     @model_validator(mode="after")
     def _has_an_end(self) -> Run:
         issues = []
-        if self.requests is None and self.duration_s is None:
-            issues.append(("requests", "missing; set requests, duration_s or both"))
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             issues.append(("warmup_s", (f"expected a number < duration_s ({self.duration_s}), "
                                        f"got {self.warmup_s}")))
@@ -544,6 +545,14 @@ class ExperimentConfig(StrictModel):
             issues.append(("cluster.shared.nodes", ("expected an integer >= 1 for system "
                                                    f"{self.system!r}, got "
                                                    f"{self.cluster.shared.nodes}")))
+        trace = self.workload.arrivals.kind == "trace"
+        if not trace:  # a trace brings its own sizes and has an end
+            for name in ("unique_tokens", "output_tokens"):
+                if getattr(self.workload, name) is None:
+                    issues.append((f"workload.{name}", "missing; required unless "
+                                   "workload.arrivals is a trace"))
+            if self.run.requests is None and self.run.duration_s is None:
+                issues.append(("run.requests", "missing; set requests, duration_s or both"))
         if self.batching.prefill_placement == "dedicated" and self.cluster.prefill.nodes < 1:
             issues.append(("cluster.prefill.nodes", "expected an integer >= 1 with "
                            "batching.prefill_placement: dedicated, got "

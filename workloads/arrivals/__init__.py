@@ -79,7 +79,7 @@ def build_arrivals(
     (``rate_per_s``, ``cv``, ``concurrency``, ``path``, ``format``, ``time_scale``;
     ``start_offset_s`` for traces). Parameters of other kinds passed as None are ignored."""
     process = get_arrivals(kind)
-    check_bounds(max_requests, duration_ns)
+    check_bounds(max_requests, duration_ns, required=kind != "trace")
     own = {p.name for p in process.params} | ({"start_offset_s"} if kind == "trace" else set())
     values = {k: v for k, v in params.items() if k in own or v is not None}
     extra = {k: v for k, v in values.items() if k not in own}

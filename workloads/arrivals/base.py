@@ -206,8 +206,11 @@ def count_arg(value: Any, name: str, least: int = 1) -> int:
     return int(value)
 
 
-def check_bounds(max_requests: int | None, duration_ns: int | None) -> None:
-    if max_requests is None and duration_ns is None:
+def check_bounds(max_requests: int | None, duration_ns: int | None, *,
+                 required: bool = True) -> None:
+    """The run's bounds are well formed; with ``required`` at least one is given (a trace
+    has an end of its own, so it needs neither)."""
+    if required and max_requests is None and duration_ns is None:
         raise WorkloadError("run: expected a bound: run.requests (max_requests) and/or "
                             "run.duration_s (duration_ns), got neither")
     if max_requests is not None:

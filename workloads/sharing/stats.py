@@ -83,7 +83,8 @@ def synthetic_sharing(spec: SharedCorpusSpec, corpus: np.ndarray,
     """Stats of a synthetic workload: every request reads its whole corpus of ``tokens``."""
     unique = np.asarray(unique_tokens, dtype=np.int64)
     shared = np.full(len(unique), spec.tokens, dtype=np.int64)
-    definition = (f"{spec.corpora} synthetic corpora of {spec.tokens} tokens, requests spread "
+    corpora = "1 synthetic corpus" if spec.corpora == 1 else f"{spec.corpora} synthetic corpora"
+    definition = (f"{corpora} of {spec.tokens} tokens, requests spread "
                   f"by corpus_popularity {spec.corpus_popularity!r}; a query keeps "
                   f"{spec.chunks_selected_per_query} of {spec.n_chunks} chunks")
     return sharing_stats("synthetic", definition, shared, unique, corpus,
