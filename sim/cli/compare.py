@@ -11,11 +11,12 @@ the study.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from sim.config import ConfigError, parse_assignment
-from sim.report import format_table_text
+from sim.report import compare_verdict_lines, format_table_text
 from sim.report.compare_report import saturation_rows
 from sim.studies.backends import Backend, BackendError, make_backend
 from sim.studies.runner import CompareResult, run_compare
@@ -97,11 +98,13 @@ def run_study(prog: str, args: argparse.Namespace, inputs: CompareInputs,
 
 
 def print_result(result: CompareResult) -> None:
-    """The comparison table, the load sweep's saturation points, failures, and where to look."""
-    print(format_table_text(result.rows))
+    """The comparison table, the load sweep's saturation points, failures, the verdict, and
+    where to look (tables fit the terminal's width, wrapping their headers)."""
+    width = shutil.get_terminal_size((120, 24)).columns
+    print(format_table_text(result.rows, max_width=width))
     if any(row["shared nodes"] > 1 for row in result.balance):
         print("\nshared-node balance (utilization spread, queries per chunk per launch):")
-        print(format_table_text(result.balance))
+        print(format_table_text(result.balance, max_width=width))
     if result.load_sweep:
         print()
         rows = saturation_rows(result.load_sweep)
@@ -110,9 +113,13 @@ def print_result(result: CompareResult) -> None:
             row["analytic saturation"] = (sat["concurrency"] if sweep["axis"] == "concurrency"
                                           else sat["rate_per_s"])
             row["config"] = label
-        print(format_table_text(rows))
+        print(format_table_text(rows, max_width=width))
     for label, error in result.failures.items():
         print(f"warning: {label}: {error}", file=sys.stderr)
+    print()
+    for line in compare_verdict_lines(result.runs, {label: error for label, error
+                                                    in result.failures.items()}):
+        print(line)
     print(f"\nreport: {result.out_dir / 'compare.html'} (and compare.md)")
     if result.cached:
         print(f"{result.cached} of {result.cached + result.ran} runs read from "
