@@ -104,9 +104,12 @@ def test_load_sweep_points_per_config(compared: tuple[Path, list[Path], str]) ->
     for s in sweep.values():
         rates = s["offered_rate_per_s"]
         sat = s["analytic_saturation"]["rate_per_s"]
-        assert len(rates) == 2 and len(s["throughput_tokens_per_s"]) == 2
-        # points at 0.75x and 1.5x the analytic saturation (max_factor 1.5, N = 2)
-        assert rates == pytest.approx([0.75 * sat, 1.5 * sat])
+        # points at 0.75x and 1.5x the analytic saturation (max_factor 1.5, N = 2), and the
+        # main run's own rate, so the sweep says where the headline run sits
+        main = s["main_run_x"]
+        assert main == pytest.approx(20.0)  # the configs' workload.arrivals.rate_per_s
+        assert rates == pytest.approx(sorted([0.75 * sat, 1.5 * sat, main]))
+        assert len(s["throughput_tokens_per_s"]) == 3
         sat_info = s["analytic_saturation"]
         for rate, o in zip(rates, s["overrides"]):
             # --sweep-requests, raised so the run lasts at least 8 request latencies (each at

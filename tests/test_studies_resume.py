@@ -164,7 +164,8 @@ def test_kill_midway_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
            "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    total = 2 * len(paths)  # a main run and one load-sweep point per config
+    # a main run, one load-sweep point and the point at the main run's own load, per config
+    total = 3 * len(paths)
     deadline = time.monotonic() + 240
     try:
         while len(entries(study)) < 2:

@@ -44,6 +44,7 @@ from sim.studies.saturation import Saturation, analytic_saturation, workload_mea
 from sim.studies.sweep import (
     SweepPoint,
     SweepSettings,
+    main_load,
     point_requests,
     sweep_axis,
     sweep_points,
@@ -64,6 +65,7 @@ class _Sweep:
     sat: Saturation
     points: list[SweepPoint]
     first_job: int  # index of its first point in the job list
+    main_x: float | None = None  # the main run's load on the sweep's axis
 
 
 @dataclass
@@ -121,7 +123,7 @@ def _plan(inputs: CompareInputs, settings: SweepSettings, version: str
         except ValueError as exc:
             skipped[v.label] = f"load sweep skipped: {exc}"
             continue
-        sweeps.append(_Sweep(v, sat, points, len(jobs)))
+        sweeps.append(_Sweep(v, sat, points, len(jobs), main_load(v.config, rate)))
         axis = sweep_axis(v.config)
         for p in points:
             cfg = with_overrides(v.config, p.overrides, source=f"{v.label}: load sweep")
@@ -237,7 +239,7 @@ def run_compare(inputs: CompareInputs, out_dir: Path | str | None = None,
             outs = entries[sw.first_job: sw.first_job + len(sw.points)]
             load_sweep[sweep_key(sw.variant)] = sweep_record(
                 sw.points, [o.summary if o.ok else None for o in outs],
-                sweep_axis(sw.variant.config), sw.sat)
+                sweep_axis(sw.variant.config), sw.sat, sw.main_x)
             bad = [o.error for o in outs if not o.ok]
             if bad:
                 failures.setdefault(sw.variant.label, f"{len(bad)} sweep point(s) failed: {bad[0]}")

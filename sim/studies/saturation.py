@@ -37,6 +37,7 @@ class WorkloadMeans:
     unique_tokens: float
     output_tokens: float
     rate_per_s: float | None  # arrivals per simulated second (None: closed loop or < 2)
+    prefill_tokens: float | None = None  # mean new prompt tokens (None: all unique tokens)
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,15 @@ def workload_means(config: Any, requests: int | None = None) -> WorkloadMeans:
     if not reqs:
         raise ValueError(f"{config.name}: the workload plans no requests")
     unique = float(np.mean([r.unique_tokens for r in reqs]))
+    new = float(np.mean([r.unique_tokens if r.prefill_tokens is None
+                         else min(r.prefill_tokens, r.unique_tokens) for r in reqs]))
     output = float(np.mean([max(1, r.output_tokens) for r in reqs]))
     rate = None
     if exp.workload.closed_loop_concurrency is None and len(reqs) > 1:
         times = np.array([r.arrival_ns for r in reqs], dtype=np.float64)
         span = (times.max() - times.min()) / 1e9
         rate = (len(reqs) - 1) / span if span > 0 else None
-    return WorkloadMeans(unique, output, rate)
+    return WorkloadMeans(unique, output, rate, new)
 
 
 def _concurrencies(sweep: tuple[int, ...], max_running: int, replicas: int) -> list[int]:
@@ -115,9 +118,11 @@ def analytic_saturation(config: Any, means: WorkloadMeans | None = None) -> Satu
     if not pt.feasible or pt.throughput_tokens_per_s <= 0:
         raise ValueError(f"{config.name}: the closed form finds no feasible concurrency "
                          f"({pt.reason or 'no throughput'})")
-    ops = get_system(sc.system).prefill_ops(sc.model, sc.precision, sc.unique_tokens,
-                                            sc.shared_tokens, keep_fraction=sc.keep_fraction,
-                                            tp=max(1, pt.tp))
+    # a prefill of the mean new prompt tokens after the resident rest (none: decode only)
+    new = sc.unique_tokens if means.prefill_tokens is None else round(means.prefill_tokens)
+    ops = [] if new <= 0 else get_system(sc.system).prefill_ops(
+        sc.model, sc.precision, new, sc.shared_tokens, keep_fraction=sc.keep_fraction,
+        tp=max(1, pt.tp), prior_tokens=max(0, sc.unique_tokens - new))
     busy = {"unique": 0.0, "shared": 0.0}
     for o in ops:
         where = "unique" if o.where == "node" else o.where  # collectives hold the replica

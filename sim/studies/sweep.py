@@ -158,11 +158,49 @@ def sweep_points(config: Any, settings: SweepSettings, sat: Saturation, requests
         else:
             ov["workload.arrivals.rate_per_s"] = rate
         out.append(SweepPoint(i - 1, rate, ov))
-    return out
+    return with_main_load(config, out, requests, trace_rate)
+
+
+def main_load(config: Any, trace_rate: float | None = None) -> float | None:
+    """The main run's own load on the sweep's axis: its concurrency, its arrival rate, or the
+    replayed trace's rate at its time scale (None when unknown)."""
+    arr = config.workload.arrivals
+    if arr.kind == "closed_loop":
+        return float(arr.concurrency)
+    if arr.kind == "trace":
+        return trace_rate if trace_rate else None
+    return float(arr.rate_per_s)
+
+
+def with_main_load(config: Any, points: list[SweepPoint], requests: int,
+                   trace_rate: float | None) -> list[SweepPoint]:
+    """``points`` with the main run's load added (when not already among them), so the
+    sweep says where the headline run sits against the knee; re-indexed by load."""
+    x = main_load(config, trace_rate)
+    if not points or x is None or any(abs(p.x - x) <= 1e-9 * max(1.0, x) for p in points):
+        return points
+    kind = config.workload.arrivals.kind
+    if kind == "closed_loop":
+        c = int(x)
+        ov: dict[str, Any] = {"workload.arrivals.concurrency": c,
+                              "run.requests": max(requests, MIN_LIFETIMES * c),
+                              "run.duration_s": None, "run.warmup_s": 0.0}
+    else:
+        template = dict(points[-1].overrides)
+        n_req = int(template["run.requests"])
+        duration = n_req / x
+        ov = {**template, "run.duration_s": duration,
+              "run.warmup_s": template["run.warmup_s"] / template["run.duration_s"] * duration}
+        if kind == "trace":
+            ov["workload.arrivals.time_scale"] = config.workload.arrivals.time_scale
+        else:
+            ov["workload.arrivals.rate_per_s"] = x
+    merged = sorted([*points, SweepPoint(-1, x, ov)], key=lambda p: p.x)
+    return [SweepPoint(i, p.x, p.overrides) for i, p in enumerate(merged)]
 
 
 def sweep_record(points: Sequence[SweepPoint], summaries: Sequence[Mapping[str, Any] | None],
-                 axis: str, sat: Saturation) -> dict[str, Any]:
+                 axis: str, sat: Saturation, main_x: float | None = None) -> dict[str, Any]:
     """One config's sweep as ``sim.report`` reads it (offered_rate_per_s,
     throughput_tokens_per_s, p99_tpot_ms), plus what was run, for ``compare.json``."""
     def p99(s: Mapping[str, Any] | None) -> float | None:
@@ -171,6 +209,7 @@ def sweep_record(points: Sequence[SweepPoint], summaries: Sequence[Mapping[str, 
 
     return {
         "axis": axis,
+        "main_run_x": main_x,
         "offered_rate_per_s": [p.x for p in points],
         "throughput_tokens_per_s": [(s or {}).get("throughput_tokens_per_s") for s in summaries],
         "p99_tpot_ms": [p99(s) for s in summaries],
