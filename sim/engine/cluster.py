@@ -26,6 +26,7 @@ from sim.engine.deployment import GIB
 from sim.engine.driver import RequestDriver
 from sim.engine.experiment import Experiment
 from sim.engine.fabric import Fabric, build_topology
+from sim.engine.faults import FaultManager
 from sim.engine.kernel import Engine
 from sim.engine.nodes.pricing import PHASES, Pricer
 from sim.engine.nodes.shared import SharedNode
@@ -61,6 +62,11 @@ class Cluster:
             self.router = self._build_router(make_router)
             for u in self.unique:
                 u.route = self.router.route
+        self.faults: FaultManager | None = None
+        if exp.faults.faults:
+            self.faults = FaultManager(self.engine, exp.faults, unique=self.unique,
+                                       shared=self.shared, fabric=self.fabric,
+                                       driver=self.driver, replicas=exp.corpus.replicas)
 
     @property
     def log(self):
@@ -174,7 +180,9 @@ class Cluster:
                            single_corpus=exp.corpus.corpus_tokens is None)
 
     def start(self) -> None:
-        """Start the request driver."""
+        """Start the request driver (and the fault schedule)."""
+        if self.faults is not None:
+            self.faults.start()
         self.driver.start()
 
 

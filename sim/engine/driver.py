@@ -32,6 +32,8 @@ class RequestDriver:
         self.expected = len(requests)
         self.finished = 0
         self._next = 0
+        self.parked: list[int] = []  # faults: requests waiting for a live replica
+        self.nodes_recover: bool | None = None  # faults: False once none can come back
 
     def dispatch(self, rid: int) -> None:
         """A request arrives now: reject it, or queue it on the least-loaded replica."""
@@ -44,16 +46,58 @@ class RequestDriver:
             log.reject_reasons[reason] = log.reject_reasons.get(reason, 0) + 1
             self._finish(1)
             return
-        best = self.nodes[0]
-        best_load = best.load
-        for node in self.nodes[1:]:
+        self.occupancy.change(now, +1)
+        self._place(rid)
+
+    def _place(self, rid: int) -> None:
+        """Queue ``rid`` on the least-loaded live replica (none live: it waits for one)."""
+        log = self.log
+        best = None
+        best_load = 0
+        for node in self.nodes:
+            if not node.up:
+                continue
             load = node.load
-            if load < best_load:
+            if best is None or load < best_load:
                 best, best_load = node, load
+        if best is None:
+            log.status[rid] = log.WAITING
+            if self.nodes_recover is False:
+                self.fail(rid, "no_unique_node", int(log.resume_done[rid]))
+            else:
+                self.parked.append(rid)
+            return
         log.node[rid] = best.index
         log.status[rid] = log.WAITING
-        self.occupancy.change(now, +1)
         best.submit(rid)
+
+    # -- faults ---------------------------------------------------------------------------
+    def requeue(self, rid: int) -> None:
+        """A request in the system goes back to admission on a live replica."""
+        self._place(rid)
+
+    def fail(self, rid: int, reason: str, generated: int = 0) -> None:
+        """A request in the system ends without completing, for ``reason``."""
+        log = self.log
+        log.status[rid] = log.FAILED
+        log.generated[rid] = generated
+        log.fail_reasons[reason] = log.fail_reasons.get(reason, 0) + 1
+        self.occupancy.change(self.env.now, -1)
+        self._finish(1)
+
+    def node_down(self) -> None:
+        """A replica failed: with none live and none coming back, the parked fail."""
+        if any(n.up for n in self.nodes):
+            return
+        if self.nodes_recover is False:
+            parked, self.parked = self.parked, []
+            for rid in parked:
+                self.fail(rid, "no_unique_node", int(self.log.resume_done[rid]))
+
+    def node_up(self) -> None:
+        parked, self.parked = self.parked, []
+        for rid in parked:
+            self._place(rid)
 
     def on_completed(self, ids: np.ndarray) -> None:
         """Requests finished (a unique node calls this)."""
