@@ -300,7 +300,8 @@ class Fabric:
         for item in stalled:
             if not item[-1]:  # not timed out or lost meanwhile
                 item[-1] = True
-                self.send(*item[:4], event=item[4], on_delivery=item[5], on_lost=item[6])
+                self.send(item[0], item[1], item[2], rounds=item[3], event=item[4],
+                          on_delivery=item[5], on_lost=item[6])
 
     def degrade(self, name: str, fraction: float) -> None:
         a, b = self.cable(name)
@@ -315,12 +316,12 @@ class Fabric:
         return frozenset(e for e, t in self.down.items() if t is None)
 
     def cut_off_for_good(self, host: int) -> bool:
-        """Whether ``host`` can never again reach every other host."""
+        """Whether ``host`` can never again reach any other host (cut off for good)."""
         down = self._permanent_down()
         if not down:
             return False
         name = self.hosts[host]
-        return any(_ecmp_path(self.graph, name, other, down) is None
+        return all(_ecmp_path(self.graph, name, other, down) is None
                    for other in self.hosts if other != name)
 
     def _stall(self, src: int, dst: int, nbytes: int, rounds: int, event: Event | None,

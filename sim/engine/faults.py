@@ -238,9 +238,16 @@ class FaultManager:
             return
         self.parked[s].append((kind, item))
         if timeout is not None:
-            self.engine.call_after(timeout, self._timeout, item, "shared_node_timeout")
+            self.engine.call_after(timeout, self._timeout, s, item, "shared_node_timeout")
 
-    def _timeout(self, item: Any, reason: str) -> None:
+    def _timeout(self, s: int, item: Any, reason: str) -> None:
+        parked = self.parked[s]
+        for i, (_kind, it) in enumerate(parked):
+            if it is item:
+                del parked[i]
+                break
+        else:
+            return  # no longer parked: re-sent when its node recovered
         if item.reply.triggered:
             return
         self.counters["timeouts"] += 1

@@ -321,6 +321,8 @@ class SharedNode(Node):
 
     def _reply(self, dst_host: int, nbytes: int, rounds: int, reply: Event) -> int:
         """Send partials back; returns when they arrive (ns)."""
+        if reply.triggered:  # faults: its sender gave up on it (timed out)
+            return self.env.now
         if self.fabric is None:
             reply.succeed()
             return self.env.now

@@ -116,6 +116,7 @@ class UniqueNode(Node):
         self.max_batch_seen = 0
         self.link_busy_ns = 0  # tp > 1: collectives on the replica's internal link
         self.faults = None  # the fault manager (sim.engine.faults), when the run has faults
+        self._jobs_sent: list[PrefillJob] = []
         self.up = True
         self.recovers: int | None = 0  # faults: when a failed node comes back (None: never)
         self._recovered: Event | None = None
@@ -173,6 +174,7 @@ class UniqueNode(Node):
         self.R = self.R[:0]
         self.prefilling.clear()
         self.waiting.clear()
+        self._jobs_sent = []
         self.kv_used = 0
         self._ctx_sum = self._sctx_sum = self._fresh = self._to_next_finish = 0
         self._wake = None
@@ -481,6 +483,7 @@ class UniqueNode(Node):
                 job = PrefillJob(self.host, prefill_ns * rounds, pbytes * rounds, rounds,
                                  Event(env), now, query_bytes=qbytes * rounds)
                 replies.append(job.reply)
+                self._jobs_sent.append(job)
                 faults.send_job(self, node.index, job)
         return msgs, replies
 
@@ -491,8 +494,10 @@ class UniqueNode(Node):
         Decode messages: the first ``requests`` rows of the batch; a prefill job: the
         step's prompts. Returns the step's prefill pieces that still stand."""
         lost_msgs = [m for m in msgs if m.lost or m.reply._value is LOST]
-        lost_jobs = sum(1 for r in replies if r._value is LOST) > len(lost_msgs)
+        lost_jobs = [j for j in self._jobs_sent if j.lost or j.reply._value is LOST]
+        self._jobs_sent = []
         if not lost_msgs and not lost_jobs:
+            self._jobs_sent = []
             return pieces
         rids: set[int] = set()
         reason = "shared_node_timeout"
@@ -503,6 +508,8 @@ class UniqueNode(Node):
         if lost_jobs:
             rids.update(rid for rid, _t, _p in pieces)
             pieces = []
+            if not lost_msgs:
+                reason = lost_jobs[0].lost or "no_route"
         stranded = self._remove(rids)
         self.faults.strand(stranded, reason)
         return pieces
