@@ -284,7 +284,7 @@ def schedules(draw):
     return faults, policy, replicas, granularity
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
 def test_random_fault_schedules_conserve_requests(schedule):
     faults, policy, replicas, granularity = schedule

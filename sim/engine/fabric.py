@@ -290,6 +290,13 @@ class Fabric:
         a, b = self.cable(name)
         self.down[(a, b)] = self.down[(b, a)] = recovers_ns
         self._routes.clear()
+        if recovers_ns is None:  # waiting messages that can never have a route are lost
+            down = self._permanent_down()
+            for item in self._stalled:
+                if not item[-1] and _ecmp_path(self.graph, self.hosts[item[0]],
+                                               self.hosts[item[1]], down) is None:
+                    self._lose(item)
+            self._stalled = [item for item in self._stalled if not item[-1]]
 
     def recover_cable(self, name: str) -> None:
         a, b = self.cable(name)

@@ -73,6 +73,7 @@ class FaultManager:
         self.counters = {"failovers": 0, "parked": 0, "timeouts": 0, "lost_messages": 0,
                          "readmitted": 0, "retried": 0}
         self.windows: list[dict] = []
+        self._active: dict[tuple[str, str], list[FaultSpec]] = {}
         for u in unique:
             u.faults = self
         if fabric is not None:
@@ -105,31 +106,53 @@ class FaultManager:
                 self.engine.call_after(f.end_ns, self._end, f)
 
     def _begin(self, f: FaultSpec) -> None:
-        m = re.fullmatch(r"(shared|unique)([0-9]+)", f.target)
-        if m and m.group(1) == "shared":
-            self.fail_shared(int(m.group(2)), f.end_ns)
-        elif m:
-            self.fail_unique(int(m.group(2)), f.end_ns)
-        elif f.kind == "degrade":
-            assert self.fabric is not None
-            self.fabric.degrade(f.target, f.fraction)
-        else:
-            assert self.fabric is not None
-            self.fabric.fail_cable(f.target, f.end_ns)
-            self._isolated_for_good()
+        # faults on one target may overlap: the target is down (or degraded) while any
+        # of them lasts, and comes back when the last one ends
+        active = self._active.setdefault((f.kind, f.target), [])
+        active.append(f)
+        self._apply(f.kind, f.target)
 
     def _end(self, f: FaultSpec) -> None:
-        m = re.fullmatch(r"(shared|unique)([0-9]+)", f.target)
-        if m and m.group(1) == "shared":
-            self.recover_shared(int(m.group(2)))
-        elif m:
-            self.recover_unique(int(m.group(2)))
-        elif f.kind == "degrade":
+        active = self._active[(f.kind, f.target)]
+        active.remove(f)
+        self._apply(f.kind, f.target)
+
+    def _apply(self, kind: str, target: str) -> None:
+        """Bring ``target`` to the state its active faults say."""
+        active = self._active.get((kind, target), [])
+        m = re.fullmatch(r"(shared|unique)([0-9]+)", target)
+        if kind == "degrade":
             assert self.fabric is not None
-            self.fabric.degrade(f.target, 1.0)
+            self.fabric.degrade(target, min((f.fraction for f in active), default=1.0))
+            return
+        ends = [f.end_ns for f in active]
+        recovers = None if None in ends else max(ends, default=0)
+        if m and m.group(1) == "shared":
+            s = int(m.group(2))
+            if active:
+                self.shared_recovers[s] = recovers
+                self.fail_shared(s, recovers)
+                if recovers is None and self.plan.timeout_ns is None:
+                    # it never comes back: work parked for it waits in vain
+                    parked, self.parked[s] = self.parked[s], deque()
+                    for _kind, item in parked:
+                        self._lose(item, "shared_node_down")
+            else:
+                self.recover_shared(s)
+        elif m:
+            i = int(m.group(2))
+            if active:
+                self.unique[i].recovers = recovers
+                self.fail_unique(i, recovers)
+            else:
+                self.recover_unique(i)
         else:
             assert self.fabric is not None
-            self.fabric.recover_cable(f.target)
+            if active:
+                self.fabric.fail_cable(target, recovers)
+                self._isolated_for_good()
+            else:
+                self.fabric.recover_cable(target)
 
     def _isolated_for_good(self) -> None:
         """Nodes whose host no permanent route reaches any more fail for good."""
@@ -264,11 +287,12 @@ class FaultManager:
     # -- unique nodes and requests -------------------------------------------------------
     def fail_unique(self, i: int, recovers_ns: int | None) -> None:
         node = self.unique[i]
-        if not node.up:
-            return
         node.recovers = recovers_ns
+        self.driver.nodes_recover = any(u.recovers is not None for u in self.unique)
+        if not node.up:
+            self.driver.node_down()
+            return
         stranded = node.fail(recovers_ns)
-        self.driver.nodes_recover = any(u.up or u.recovers is not None for u in self.unique)
         for rid, done in stranded:
             self.readmit(rid, done)
         self.driver.node_down()
@@ -277,6 +301,7 @@ class FaultManager:
         node = self.unique[i]
         if node.up:
             return
+        node.recovers = 0
         node.recover()
         self.driver.nodes_recover = True
         self.driver.node_up()

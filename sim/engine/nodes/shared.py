@@ -134,12 +134,13 @@ class SharedNode(Node):
     def run(self):
         while True:
             try:
-                yield from self._serve()
+                if self.up:
+                    yield from self._serve()
+                else:  # failed: wait for recovery
+                    self._recovered = self.env.event()
+                    yield self._recovered
             except Interrupt:
                 pass
-            if not self.up:  # failed: wait for recovery
-                self._recovered = self.env.event()
-                yield self._recovered
 
     def fail(self) -> tuple[list[QueryMessage], list[PrefillJob]]:
         """The node fails now: its launch stops and its queue is handed back (messages

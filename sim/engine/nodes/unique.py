@@ -148,12 +148,13 @@ class UniqueNode(Node):
             return
         while True:
             try:
-                yield from self._serve()
+                if self.up:
+                    yield from self._serve()
+                else:  # failed: wait for recovery
+                    self._recovered = self.env.event()
+                    yield self._recovered
             except Interrupt:
                 pass
-            if not self.up:
-                self._recovered = self.env.event()
-                yield self._recovered
 
     def fail(self, recovers_ns: int | None) -> list[tuple[int, int]]:
         """The node fails now: its KV is lost. Returns every request it held (decoding,
