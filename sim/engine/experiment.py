@@ -222,7 +222,8 @@ class Experiment:
                 self.corpus.total_corpus_tokens, self.corpus.total_chunks,
                 self.corpus.chunk_tokens, self.corpus.describe(),
                 unique_usable=self.cluster.unique.hbm_usable_fraction,
-                shared_usable=self.cluster.shared.hbm_usable_fraction))
+                shared_usable=self.cluster.shared.hbm_usable_fraction,
+                replicas=self.corpus.replicas))
 
     @property
     def disaggregated(self) -> bool:
