@@ -293,3 +293,9 @@ def test_random_fault_schedules_conserve_requests(schedule):
     s = run(faults, policy, **over).summary
     conserved(s)
     assert s["requests_in_flight"] == 0
+
+
+def test_replicas_double_each_shared_nodes_kv():
+    one = resolve(config_from_dict(small_config())).memory
+    two = resolve(config_from_dict(small_config(**{"workload.shared.replicas": 2}))).memory
+    assert two.to_dict()["shared_kv_per_shared_node_gib"] == 2 * one.to_dict()["shared_kv_per_shared_node_gib"]

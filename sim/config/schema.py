@@ -499,6 +499,11 @@ class Fault(StrictModel):
         return self
 
 
+def _as_tuple(value: Any) -> Any:
+    """A YAML list as a tuple (the config stays hashable)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 class FaultsPolicy(StrictModel):
     """What happens to work that a fault leaves without a live node or route."""
 
@@ -531,8 +536,8 @@ class ExperimentConfig(StrictModel):
     batching: Batching = Field(Batching(), description="batching policy")
     run: Run = Field(description="length, seed, fidelity")
     analysis: Analysis = Field(Analysis(), description="closed-form sweep settings")
-    faults: list[Fault] = Field(
-        default_factory=list, max_length=MAX_FAULTS,
+    faults: Annotated[tuple[Fault, ...], BeforeValidator(_as_tuple)] = Field(
+        (), max_length=MAX_FAULTS,
         description="faults injected during the run (empty: none)")
     faults_policy: FaultsPolicy = Field(FaultsPolicy(), description="timeouts and retries under faults")
 
