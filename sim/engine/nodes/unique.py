@@ -369,6 +369,8 @@ class UniqueNode(Node):
                     B = len(self.R)
                     if not B:
                         dcost = None
+        if not self.up:  # faults: failed while this step ran (its interrupt is on the way)
+            return
         now = env.now
         self.steps += 1
         self._account(now - t0, B, dcost, rt_parts, len(pieces))
