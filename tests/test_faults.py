@@ -263,15 +263,18 @@ def test_summary_has_p99_before_during_and_after_each_fault():
     assert sum(w[p]["requests"] for p in ("before", "during", "after")) == 40
 
 
-TARGETS = ["shared0", "shared1", "unique0", "unique1", "shared0-sw", "shared1-sw",
-           "unique0-sw", "unique1-sw"]
+NODES = ["shared0", "shared1", "unique0", "unique1"]
+CABLES = {"switch": ["shared0-sw", "shared1-sw", "unique0-sw", "unique1-sw"],
+          "fat_tree": ["leaf0-spine0", "leaf0-spine1", "leaf1-spine0", "leaf1-spine1",
+                       "unique0-leaf0", "shared1-leaf1"]}
 
 
 @st.composite
 def schedules(draw):
+    topology = draw(st.sampled_from(sorted(CABLES)))
     faults = []
     for _ in range(draw(st.integers(1, 4))):
-        target = draw(st.sampled_from(TARGETS))
+        target = draw(st.sampled_from(NODES + CABLES[topology]))
         kind = "degrade" if "-" in target and draw(st.booleans()) else "fail"
         f = {"kind": kind, "target": target, "at_s": draw(st.floats(0.0, 1.0)),
              "duration_s": draw(st.one_of(st.none(), st.floats(0.001, 0.5)))}
@@ -279,17 +282,19 @@ def schedules(draw):
             f["fraction"] = draw(st.floats(0.01, 1.0))
         faults.append(f)
     policy = draw(st.sampled_from(POLICIES))
-    replicas = draw(st.sampled_from([1, 2]))
-    granularity = draw(st.sampled_from(["step", "layer"]))
-    return faults, policy, replicas, granularity
+    over = {"workload.shared.replicas": draw(st.sampled_from([1, 2])),
+            "run.granularity": draw(st.sampled_from(["step", "layer"])),
+            "cluster.fabric.topology": topology}
+    over["run.requests"] = 16 if over["run.granularity"] == "layer" else 40
+    if topology == "fat_tree":
+        over["cluster.fabric.hosts_per_leaf"] = 2
+    return faults, policy, over
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
 def test_random_fault_schedules_conserve_requests(schedule):
-    faults, policy, replicas, granularity = schedule
-    over = {"workload.shared.replicas": replicas, "run.granularity": granularity,
-            "run.requests": 16 if granularity == "layer" else 40}
+    faults, policy, over = schedule
     s = run(faults, policy, **over).summary
     conserved(s)
     assert s["requests_in_flight"] == 0
