@@ -27,7 +27,7 @@ from typing import Literal
 import networkx as nx
 from simpy.events import NORMAL, Event
 
-from sim.engine.kernel import Engine, ceil_ns
+from sim.engine.kernel import LOST, Engine, ceil_ns
 
 Topology = Literal["switch", "ring", "fat_tree"]
 TOPOLOGIES: tuple[str, ...] = ("switch", "ring", "fat_tree")
@@ -357,8 +357,6 @@ class Fabric:
         if on_lost is not None:
             on_lost()
         elif event is not None and not event.triggered:
-            from sim.engine.faults import LOST
-
             event.succeed(LOST)
 
     def _queue(self, links: tuple[int, ...], now: int, start: int) -> None:

@@ -34,20 +34,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-from simpy.events import Event
+from typing import Any
 
 from sim.engine.experiment import FaultPlan, FaultSpec
+from sim.engine.kernel import LOST
 
-if TYPE_CHECKING:  # the wiring passes these in; faults.py holds no pointer to the cluster
-    from sim.engine.driver import RequestDriver
-    from sim.engine.fabric import Fabric
-    from sim.engine.nodes.shared import SharedNode
-    from sim.engine.nodes.unique import UniqueNode
-
-LOST = object()  # the value of a reply event whose message could not be delivered
+# the wiring passes the nodes, the fabric and the driver in (typed loosely: they import
+# this module's neighbours, and faults.py holds no pointer to the cluster)
+RequestDriver = Fabric = SharedNode = UniqueNode = Any
 FOREIGN = 1 << 24  # a failed-over message's batching key: layer + FOREIGN * (owner + 1)
 
 
@@ -331,12 +325,4 @@ class FaultManager:
         return {"windows": self.windows, **self.counters}
 
 
-def lost_reason(replies: list[Event]) -> str | None:
-    """The reason the first lost reply was lost (None: every reply arrived)."""
-    for r in replies:
-        if r._value is LOST:
-            return "timeout"
-    return None
-
-
-__all__ = ["FOREIGN", "LOST", "FaultManager", "lost_reason"]
+__all__ = ["FOREIGN", "LOST", "FaultManager"]

@@ -32,8 +32,7 @@ from simpy import Interrupt
 from simpy.events import Event
 
 from sim.engine.fabric import Fabric
-from sim.engine.faults import LOST
-from sim.engine.kernel import Engine, ceil_ns
+from sim.engine.kernel import LOST, Engine, ceil_ns
 from sim.engine.nodes.base import Node, NodeStats
 from sim.engine.nodes.messages import PrefillJob, QueryMessage
 from sim.engine.nodes.pricing import PHASE_INDEX, DecodeCost, Pricer, bucket
