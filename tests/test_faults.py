@@ -304,3 +304,20 @@ def test_replicas_double_each_shared_nodes_kv():
     one = resolve(config_from_dict(small_config())).memory
     two = resolve(config_from_dict(small_config(**{"workload.shared.replicas": 2}))).memory
     assert two.to_dict()["shared_kv_per_shared_node_gib"] == 2 * one.to_dict()["shared_kv_per_shared_node_gib"]
+
+
+def test_the_report_shows_each_fault(tmp_path):
+    from sim.run.simulate import run_simulation
+
+    d = small_config()
+    d["faults"] = SHARED_DOWN
+    d["faults_policy"] = {"query_timeout_ms": 10}
+    r = run_simulation(config_from_dict(d), tmp_path / "out", progress=False)
+    summary = json.loads((r.out_dir / "summary.json").read_text())
+    assert summary["faults"][0]["target"] == "shared1"
+    md = (r.out_dir / "report.md").read_text()
+    assert "## Faults" in md and "fail shared1" in md and "TTFT p99 during" in md
+    assert "shared_node_timeout" in md  # why requests failed
+    assert (r.out_dir / "timeseries.png").exists()
+    header = (r.out_dir / "requests.csv").read_text().splitlines()
+    assert sum(",failed," in line for line in header) == summary["requests_failed"]
