@@ -39,6 +39,7 @@ def conserved(s: dict) -> None:
     assert all(s["invariants"].values())
     if "fail_reasons" in s:
         assert sum(s["fail_reasons"].values()) == s["requests_failed"]
+    assert s["littles_law"]["relative_error"] < 1e-9  # failed requests leave when they fail
 
 
 SCENARIOS = {

@@ -80,6 +80,7 @@ class RequestDriver:
         """A request in the system ends without completing, for ``reason``."""
         log = self.log
         log.status[rid] = log.FAILED
+        log.done_ns[rid] = self.env.now  # when it left the system (it did not complete)
         log.generated[rid] = generated
         log.fail_reasons[reason] = log.fail_reasons.get(reason, 0) + 1
         self.occupancy.change(self.env.now, -1)
