@@ -22,6 +22,8 @@ from sim.engine.experiment import (
     CorpusSpec,
     Experiment,
     FabricSpec,
+    FaultPlan,
+    FaultSpec,
     PrefillNodes,
     RunSpec,
     SharedNodes,
@@ -74,7 +76,8 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
             chunk_tokens=int(shared.chunk_tokens or 0) or max(1, shared_tokens),
             keep_fraction=float(shared.keep_fraction),
             corpora=int(shared.corpora or 1),
-            popularity=_popularity(shared.popularity)),
+            popularity=_popularity(shared.popularity),
+            replicas=int(shared.replicas)),
         batching=BatchingSpec(
             max_batch=int(cfg.batching.max_batch),
             window_ns=int(round(float(cfg.batching.window_us) * 1000)),
@@ -93,6 +96,16 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
             granularity=str(run.granularity),
             service=str(run.service)),
         sizes=_size_laws(cfg),
+        faults=FaultPlan(
+            faults=tuple(FaultSpec(str(f.kind), str(f.target), int(round(float(f.at_s) * 1e9)),
+                                   int(round(float(f.duration_s) * 1e9))
+                                   if f.duration_s is not None else None,
+                                   float(f.fraction) if f.fraction is not None else 1.0)
+                         for f in cfg.faults),
+            timeout_ns=int(round(float(cfg.faults_policy.query_timeout_ms) * 1e6))
+            if cfg.faults_policy.query_timeout_ms is not None else None,
+            on_timeout=str(cfg.faults_policy.on_timeout),
+            max_retries=int(cfg.faults_policy.max_retries)),
         config=cfg.to_dict(),
     )
     if not with_workload:

@@ -9,6 +9,7 @@ field; a test checks that every field here appears there.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, create_model, model_validator
@@ -29,11 +30,11 @@ from sim.config.fields import (
     MAX_WINDOW_US,
     MAX_ZIPF,
     MIN_BANDWIDTH_GBPS,
+    Expect,
     StrictModel,
     arrival_bounds,
     by_shape,
     choice,
-    Expect,
     cross_fail,
     existing_file,
     fail,
@@ -50,6 +51,7 @@ from sim.units import BINARY_SUFFIXES, UnitError, describe, parse_int
 from workloads.arrivals import ArrivalProcess, Param, arrival_processes
 
 MiB_TOKENS = BINARY_SUFFIXES["Mi"]
+MAX_FAULTS = 1024  # faults in one config
 
 
 def _chips() -> list[str]:
@@ -362,6 +364,9 @@ class SharedContext(StrictModel):
         1.0, description="fraction of chunks the router keeps per query (0.25 = 75% sparsity)")
     popularity: Popularity = Field("uniform", description="how selections spread over chunks")
     corpora: integer(ge=1, le=MAX_CORPORA) = Field(1, description="number of distinct shared corpora")
+    replicas: integer(ge=1, le=MAX_NODES) = Field(
+        1, description="copies of each chunk on distinct shared nodes (chunk g on nodes "
+                       "g % S, (g+1) % S, ...): a live copy takes over while a node is down")
 
     @model_validator(mode="after")
     def _chunk_fits(self) -> SharedContext:
@@ -471,6 +476,59 @@ class Analysis(StrictModel):
         DEFAULT_SHARED_SWEEP, description="shared-context sizes swept, tokens")
 
 
+# ----------------------------------------------------------------------------- faults
+
+
+class Fault(StrictModel):
+    """One fault: a node or a fabric cable fails (``fail``) or a cable runs at a fraction of
+    its bandwidth (``degrade``) from ``at_s`` for ``duration_s`` (null: for ever)."""
+
+    kind: choice("fail", "degrade") = Field("fail", description="fail | degrade (links only)")
+    target: pattern(r"(shared|unique)[0-9]+|[A-Za-z0-9_]+-[A-Za-z0-9_]+",
+                    "'shared<i>', 'unique<i>' or a cable 'a-b' of the fabric (e.g. "
+                    "'unique0-sw', 'leaf0-spine1')") = Field(
+        description="shared<i> | unique<i> (a replica) | a fabric cable 'a-b' (both directions)")
+    at_s: number(ge=0, le=MAX_DURATION_S) = Field(description="simulated time the fault starts, s")
+    duration_s: number(gt=0, le=MAX_DURATION_S) | None = Field(
+        None, description="how long it lasts, s (null: it never recovers)")
+    fraction: number(gt=0, le=1) | None = Field(
+        None, description="degrade only: the fraction of the bandwidth left")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Fault:
+        issues = []
+        if self.kind == "degrade":
+            if self.fraction is None:
+                issues.append(("fraction", "missing; a degrade fault needs fraction in (0, 1]"))
+            if self.target.startswith(("shared", "unique")) and "-" not in self.target:
+                issues.append(("target", f"expected a fabric cable 'a-b' for kind degrade, "
+                                         f"got {self.target!r}"))
+        elif self.fraction is not None:
+            issues.append(("fraction", "only used by kind 'degrade'; remove it"))
+        if issues:
+            raise cross_fail(issues)
+        return self
+
+
+def _as_tuple(value: Any) -> Any:
+    """A YAML list as a tuple (the config stays hashable)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+class FaultsPolicy(StrictModel):
+    """What happens to work that a fault leaves without a live node or route."""
+
+    query_timeout_ms: number(gt=0, le=MAX_DURATION_S * 1e3) | None = Field(
+        None, description="longest a query waits for a failed shared node (or a route) "
+                          "with no live replica before it times out (null: wait for "
+                          "recovery; a fault that never recovers times out at once)")
+    on_timeout: choice("retry", "fail") = Field(
+        "fail", description="a timed-out request is failed with a reason (fail) or "
+                            "re-admitted from scratch (retry, up to max_retries)")
+    max_retries: integer(ge=0, le=1000) = Field(
+        2, description="retries of one request before it fails (on_timeout: retry)")
+
+
 # ----------------------------------------------------------------------------- experiment
 
 
@@ -534,12 +592,29 @@ class ExperimentConfig(StrictModel):
     run: Run = Field(description="length, seed, fidelity")
     kernels: Kernels = Field(Kernels(), description="which kernel prices each op family")
     analysis: Analysis = Field(Analysis(), description="closed-form sweep settings")
+    faults: Annotated[tuple[Fault, ...], BeforeValidator(_as_tuple)] = Field(
+        (), max_length=MAX_FAULTS,
+        description="faults injected during the run (empty: none)")
+    faults_policy: FaultsPolicy = Field(FaultsPolicy(), description="timeouts and retries under faults")
 
     @model_validator(mode="after")
     def _system_needs(self) -> ExperimentConfig:
         from workloads.systems import get_system
 
         issues = []
+        for i, f in enumerate(self.faults):
+            m = re.fullmatch(r"(shared|unique)([0-9]+)", f.target)
+            if m is None:
+                continue
+            limit = (self.cluster.shared.nodes if m.group(1) == "shared"
+                     else self.cluster.unique.nodes // self.cluster.unique.tp)
+            if int(m.group(2)) >= limit:
+                issues.append((f"faults.{i}.target", (f"expected {m.group(1)}0 .. "
+                                                      f"{m.group(1)}{limit - 1}, got {f.target!r}")))
+        if self.workload.shared.replicas > max(1, self.cluster.shared.nodes):
+            issues.append(("workload.shared.replicas", (
+                f"expected an integer <= cluster.shared.nodes ({self.cluster.shared.nodes}), "
+                f"got {self.workload.shared.replicas}")))
         disaggregated = get_system(self.system).disaggregated
         if disaggregated and self.cluster.shared.nodes < 1:
             issues.append(("cluster.shared.nodes", ("expected an integer >= 1 for system "
@@ -562,8 +637,17 @@ class ExperimentConfig(StrictModel):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data (lists, not tuples); it validates back to ``self``."""
-        return self.model_dump(mode="json")
+        """The resolved config as plain data (lists, not tuples); it validates back to ``self``.
+        The fault fields are left out while they hold their defaults (no faults, one copy of
+        each chunk), so a config without faults reads as it did before they existed."""
+        data = self.model_dump(mode="json")
+        if not data["faults"]:
+            del data["faults"]
+            if data["faults_policy"] == FaultsPolicy().model_dump(mode="json"):
+                del data["faults_policy"]
+        if data["workload"]["shared"].get("replicas") == 1:
+            del data["workload"]["shared"]["replicas"]
+        return data
 
     def to_yaml(self) -> str:
         """The resolved config as YAML text that ``load_config`` reads back to ``self``."""
@@ -582,6 +666,8 @@ __all__ = [
     "ExperimentConfig",
     "ExponentialDist",
     "Fabric",
+    "Fault",
+    "FaultsPolicy",
     "FixedDist",
     "GammaArrivals",
     "Link",

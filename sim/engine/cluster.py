@@ -26,6 +26,7 @@ from sim.engine.deployment import GIB, memory_plan
 from sim.engine.driver import RequestDriver
 from sim.engine.experiment import Experiment
 from sim.engine.fabric import Fabric, build_topology
+from sim.engine.faults import FaultManager
 from sim.engine.kernel import Engine
 from sim.engine.nodes.prefill import PrefillNode
 from sim.engine.nodes.pricing import PHASES, Pricer
@@ -67,6 +68,11 @@ class Cluster:
             self.router = self._build_router(make_router)
             for u in self.unique:
                 u.route = self.router.route
+        self.faults: FaultManager | None = None
+        if exp.faults.faults:
+            self.faults = FaultManager(self.engine, exp.faults, unique=self.unique,
+                                       shared=self.shared, fabric=self.fabric,
+                                       driver=self.driver, replicas=exp.corpus.replicas)
 
     @property
     def log(self):
@@ -216,7 +222,9 @@ class Cluster:
                            single_corpus=exp.corpus.corpus_tokens is None)
 
     def start(self) -> None:
-        """Start the request driver."""
+        """Start the request driver (and the fault schedule)."""
+        if self.faults is not None:
+            self.faults.start()
         self.driver.start()
 
 

@@ -62,10 +62,13 @@ class MemoryPlan:
 def memory_plan(model: ModelSpec, precision: str, system: ServingSystem, unique_chip: ChipSpec,
                 tp: int, shared_chip: ChipSpec, shared_nodes: int, corpus_tokens: int,
                 chunks: int, chunk_tokens: int, corpus_words: str, *,
-                unique_usable: float = 1.0, shared_usable: float = 1.0) -> MemoryPlan:
+                unique_usable: float = 1.0, shared_usable: float = 1.0,
+                replicas: int = 1) -> MemoryPlan:
     """HBM accounting per replica; a clear error naming the fields when nothing fits.
     ``corpus_words`` says where the corpus size came from (for the errors);
-    ``unique_usable`` / ``shared_usable``: the fraction of each chip's HBM usable."""
+    ``unique_usable`` / ``shared_usable``: the fraction of each chip's HBM usable;
+    ``replicas``: copies of each chunk over the shared nodes (each holds that many
+    stripes)."""
     kvb = model.kv_bytes_per_token(precision)
     weights = int(math.ceil(model.weight_bytes(precision)))
     hbm = int(tp * unique_usable * unique_chip.hbm_capacity_bytes)
@@ -77,12 +80,14 @@ def memory_plan(model: ModelSpec, precision: str, system: ServingSystem, unique_
         if shared_nodes < 1:
             raise ValueError(f"cluster.shared.nodes: {system.name} with a shared corpus needs "
                              ">= 1 shared node")
-        per_node_chunks = -(-chunks // shared_nodes)
+        per_node_chunks = -(-chunks * replicas // shared_nodes)
         shared_per_node = int(math.ceil(per_node_chunks * chunk_tokens * kvb))
         if shared_per_node > shared_hbm:
             raise ValueError(
                 f"cluster.shared: each of {shared_nodes} shared node(s) must hold "
-                f"{shared_per_node / GIB:.1f} GiB of shared KV ({corpus_words}), more than the "
+                f"{shared_per_node / GIB:.1f} GiB of shared KV ({corpus_words}"
+                f"{f', {replicas} copies: workload.shared.replicas' if replicas > 1 else ''}), "
+                f"more than the "
                 f"{shared_hbm / GIB:.1f} GiB usable of the {shared_chip.name}'s "
                 f"{shared_chip.hbm_capacity_GiB} GiB (cluster.shared.hbm_usable_fraction "
                 f"{shared_usable:g}); add shared nodes or use a larger cluster.shared.chip")

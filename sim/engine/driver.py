@@ -52,6 +52,8 @@ class RequestDriver:
         self.expected = len(requests)
         self.finished = 0
         self._next = 0
+        self.parked: list[int] = []  # faults: requests waiting for a live replica
+        self.nodes_recover: bool | None = None  # faults: False once none can come back
 
     def dispatch(self, rid: int) -> None:
         """A request arrives now: reject it, or queue it on the least-loaded replica."""
@@ -76,25 +78,78 @@ class RequestDriver:
             self.occupancy.change(now, +1)
             least_loaded(prefill).submit(rid)
             return
-        best = least_loaded(self.nodes)
+        self.occupancy.change(now, +1)
+        self._place(rid)
+
+    def _live_least_loaded(self) -> UniqueNode | None:
+        """The least-loaded live replica (ties: the lowest index), None when none is up."""
+        best = None
+        best_load = 0
+        for node in self.nodes:
+            if not node.up:
+                continue
+            load = node.load
+            if best is None or load < best_load:
+                best, best_load = node, load
+        return best
+
+    def _place(self, rid: int) -> None:
+        """Queue ``rid`` on the least-loaded live replica (none live: it waits for one)."""
+        log = self.log
+        best = self._live_least_loaded()
+        if best is None:
+            log.status[rid] = log.WAITING
+            if self.nodes_recover is False:
+                self.fail(rid, "no_unique_node", int(log.resume_done[rid]))
+            else:
+                self.parked.append(rid)
+            return
         log.node[rid] = best.index
         log.status[rid] = log.WAITING
-        self.occupancy.change(now, +1)
         best.submit(rid)
 
     def hand_over(self, rid: int, source: Any, nbytes: int) -> None:
         """A prefill node finished request ``rid``'s prompt: its ``nbytes`` of new KV go over
-        the fabric to the least-loaded unique node, which then admits it (context resident,
-        first token made)."""
+        the fabric to the least-loaded live unique node, which then admits it (context
+        resident, first token made); with none live it waits like any placement."""
         log = self.log
         log.prefill_node[rid] = source.index
-        best = least_loaded(self.nodes)
-        log.node[rid] = best.index
-        if self.fabric is None or nbytes <= 0:
-            best.submit(rid)
+        best = self._live_least_loaded()
+        if best is None or self.fabric is None or nbytes <= 0:
+            self._place(rid)
             return
+        log.node[rid] = best.index
         self.fabric.send(source.host, best.host, nbytes,
                          on_delivery=lambda _e, n=best, r=rid: n.submit(r))
+
+    # -- faults ---------------------------------------------------------------------------
+    def requeue(self, rid: int) -> None:
+        """A request in the system goes back to admission on a live replica."""
+        self._place(rid)
+
+    def fail(self, rid: int, reason: str, generated: int = 0) -> None:
+        """A request in the system ends without completing, for ``reason``."""
+        log = self.log
+        log.status[rid] = log.FAILED
+        log.done_ns[rid] = self.env.now  # when it left the system (it did not complete)
+        log.generated[rid] = generated
+        log.fail_reasons[reason] = log.fail_reasons.get(reason, 0) + 1
+        self.occupancy.change(self.env.now, -1)
+        self._finish(1)
+
+    def node_down(self) -> None:
+        """A replica failed: with none live and none coming back, the parked fail."""
+        if any(n.up for n in self.nodes):
+            return
+        if self.nodes_recover is False:
+            parked, self.parked = self.parked, []
+            for rid in parked:
+                self.fail(rid, "no_unique_node", int(self.log.resume_done[rid]))
+
+    def node_up(self) -> None:
+        parked, self.parked = self.parked, []
+        for rid in parked:
+            self._place(rid)
 
     def on_completed(self, ids: np.ndarray) -> None:
         """Requests finished (a unique node calls this)."""

@@ -95,6 +95,7 @@ class CorpusSpec:
     corpora: int = 1
     corpus_tokens: tuple[int, ...] | None = None
     popularity: Any = "uniform"
+    replicas: int = 1  # copies of each chunk: chunk g on shared nodes g % S, (g+1) % S, ...
 
     @property
     def chunks_per_corpus(self) -> int:
@@ -161,6 +162,34 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class FaultSpec:
+    """One injected fault: ``kind`` 'fail' or 'degrade'; ``target`` 'shared<i>', 'unique<i>'
+    or a fabric cable 'a-b'; from ``at_ns`` for ``duration_ns`` (None: for ever);
+    ``fraction`` of the bandwidth left (degrade)."""
+
+    kind: str
+    target: str
+    at_ns: int
+    duration_ns: int | None = None
+    fraction: float = 1.0
+
+    @property
+    def end_ns(self) -> int | None:
+        return None if self.duration_ns is None else self.at_ns + self.duration_ns
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """The run's faults and what happens to work they strand: ``timeout_ns`` (None: wait
+    for recovery), ``on_timeout`` 'fail' or 'retry', ``max_retries``."""
+
+    faults: tuple[FaultSpec, ...] = ()
+    timeout_ns: int | None = None
+    on_timeout: str = "fail"
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
 class SizeLaws:
     """The workload's token-count laws (the closed form prices the mean request)."""
 
@@ -193,6 +222,7 @@ class Experiment:
     run: RunSpec
     workload: WorkloadPlan = WorkloadPlan()
     sizes: SizeLaws = SizeLaws()
+    faults: FaultPlan = FaultPlan()
     memory: MemoryPlan = field(default=None)  # type: ignore[assignment]
     config: dict | None = field(default=None, repr=False)  # the resolved config, plain data
 
@@ -204,7 +234,8 @@ class Experiment:
                 self.corpus.total_corpus_tokens, self.corpus.total_chunks,
                 self.corpus.chunk_tokens, self.corpus.describe(),
                 unique_usable=self.cluster.unique.hbm_usable_fraction,
-                shared_usable=self.cluster.shared.hbm_usable_fraction))
+                shared_usable=self.cluster.shared.hbm_usable_fraction,
+                replicas=self.corpus.replicas))
 
     @property
     def disaggregated(self) -> bool:
@@ -250,7 +281,7 @@ _FLAT: dict[str, tuple[str, str]] = {
     "prefill_nodes": ("prefill", "nodes"), "prefill_chip": ("prefill", "chip"),
     "requests": ("run", "requests"), "duration_ns": ("run", "duration_ns"),
     "warmup_ns": ("run", "warmup_ns"), "granularity": ("run", "granularity"),
-    "service": ("run", "service"),
+    "service": ("run", "service"), "replicas": ("corpus", "replicas"),
 }
 
 

@@ -27,7 +27,7 @@ from typing import Literal
 import networkx as nx
 from simpy.events import NORMAL, Event
 
-from sim.engine.kernel import Engine, ceil_ns
+from sim.engine.kernel import LOST, Engine, ceil_ns
 
 Topology = Literal["switch", "ring", "fat_tree"]
 TOPOLOGIES: tuple[str, ...] = ("switch", "ring", "fat_tree")
@@ -94,8 +94,34 @@ def build_topology(
     return g
 
 
-def _ecmp_path(g: nx.DiGraph, src: str, dst: str) -> list[str]:
-    """Shortest path; in a fat tree, the spine is chosen by hashing (src, dst) (ECMP)."""
+def _ecmp_path(g: nx.DiGraph, src: str, dst: str,
+               down: frozenset[tuple[str, str]] = frozenset()) -> list[str] | None:
+    """Shortest path; in a fat tree, the spine is chosen by hashing (src, dst) (ECMP) over
+    the spines whose links of the path are up. ``down``: failed directed links (a path
+    avoids them; None: no path is left)."""
+    if down:
+        live = nx.restricted_view(g, [], list(down))
+        if g.graph.get("kind") == "fat_tree":
+            leaf_a = next(v for v in g.successors(src))
+            leaf_b = next(v for v in g.successors(dst))
+            if (src, leaf_a) in down or (leaf_b, dst) in down:
+                return None
+            if leaf_a == leaf_b:
+                return [src, leaf_a, dst]
+            spines = sorted((v for v in g.successors(leaf_a) if v.startswith("spine")
+                             and (leaf_a, v) not in down and (v, leaf_b) not in down),
+                            key=lambda s: int(s[5:]))
+            if not spines:
+                try:
+                    return nx.shortest_path(live, src, dst)
+                except nx.NetworkXNoPath:
+                    return None
+            h = zlib.crc32(f"{src}->{dst}".encode())
+            return [src, leaf_a, spines[h % len(spines)], leaf_b, dst]
+        try:
+            return nx.shortest_path(live, src, dst)
+        except nx.NetworkXNoPath:
+            return None
     if g.graph.get("kind") != "fat_tree":
         return nx.shortest_path(g, src, dst)
     leaf_a = next(v for v in g.successors(src))
@@ -158,6 +184,12 @@ class Fabric:
         self.bytes_sent = [0] * len(self.hosts)
         self.bytes_received = [0] * len(self.hosts)
         self._routes: dict[tuple[int, int], Route] = {}
+        # faults: failed directed links (edge -> when it recovers, None: never), bandwidth
+        # fraction per degraded link, messages waiting for a route
+        self.down: dict[tuple[str, str], int | None] = {}
+        self.scale: dict[int, float] = {}
+        self._stalled: list[list] = []
+        self.faults = None  # the fault manager, when the run has faults
         self.tl = None  # the timeline recorder (sim.engine.timeline), when one is attached
 
     # -- routes ---------------------------------------------------------------------------
@@ -166,7 +198,10 @@ class Fabric:
         key = (src, dst)
         r = self._routes.get(key)
         if r is None:
-            path = _ecmp_path(self.graph, self.hosts[src], self.hosts[dst])
+            path = _ecmp_path(self.graph, self.hosts[src], self.hosts[dst],
+                              frozenset(self.down))
+            if path is None:
+                return None  # type: ignore[return-value]
             links = tuple(sorted(self._edge_index[(a, b)] for a, b in zip(path, path[1:])))
             hops = len(path) - 1
             lat = ceil_ns(hops * self.link_latency_ns + (hops - 1) * self.switch_latency_ns)
@@ -191,6 +226,7 @@ class Fabric:
         rounds: int = 1,
         event: Event | None = None,
         on_delivery: Callable[[Event], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> int:
         """Issue a message now; returns its delivery time (ns).
 
@@ -204,13 +240,18 @@ class Fabric:
         env = self.engine.env
         now = env.now
         r = self._routes.get((src, dst)) or self.route(src, dst)
+        if r is None:  # faults: no live route now
+            return self._stall(src, dst, nbytes, rounds, event, on_delivery, on_lost)
         links = r.links
         free_at = self.free_at
         start = now
         for li in links:
             start = max(start, free_at[li])
-        ser = int(nbytes / self.bytes_per_ns)
-        if ser < nbytes / self.bytes_per_ns:
+        bpn = self.bytes_per_ns
+        if self.scale:
+            bpn *= min(self.scale.get(li, 1.0) for li in links)
+        ser = int(nbytes / bpn)
+        if ser < nbytes / bpn:
             ser += 1
         end = start + ser
         busy, lbytes, msgs = self.busy_ns, self.link_bytes, self.link_messages
@@ -234,6 +275,89 @@ class Fabric:
         ev._value = None
         env.schedule(ev, NORMAL, delivery - now)
         return delivery
+
+    # -- faults ---------------------------------------------------------------------------
+    def cable(self, name: str) -> tuple[str, str]:
+        """The cable 'a-b' (either order) as a directed edge; raises naming the cables."""
+        a, _, b = name.partition("-")
+        if self.graph.has_edge(a, b):
+            return (a, b)
+        cables = sorted({"-".join(sorted(e)) for e in self.graph.edges()})
+        shown = ", ".join(cables[:12]) + (", ..." if len(cables) > 12 else "")
+        raise ValueError(f"faults: target {name!r} is no cable of the fabric; cables: {shown}")
+
+    def fail_cable(self, name: str, recovers_ns: int | None) -> None:
+        a, b = self.cable(name)
+        self.down[(a, b)] = self.down[(b, a)] = recovers_ns
+        self._routes.clear()
+        if recovers_ns is None:  # waiting messages that can never have a route are lost
+            down = self._permanent_down()
+            for item in self._stalled:
+                if not item[-1] and _ecmp_path(self.graph, self.hosts[item[0]],
+                                               self.hosts[item[1]], down) is None:
+                    self._lose(item)
+            self._stalled = [item for item in self._stalled if not item[-1]]
+
+    def recover_cable(self, name: str) -> None:
+        a, b = self.cable(name)
+        self.down.pop((a, b), None)
+        self.down.pop((b, a), None)
+        self._routes.clear()
+        stalled, self._stalled = self._stalled, []
+        for item in stalled:
+            if not item[-1]:  # not timed out or lost meanwhile
+                item[-1] = True
+                self.send(item[0], item[1], item[2], rounds=item[3], event=item[4],
+                          on_delivery=item[5], on_lost=item[6])
+
+    def degrade(self, name: str, fraction: float) -> None:
+        a, b = self.cable(name)
+        for e in ((a, b), (b, a)):
+            li = self._edge_index[e]
+            if fraction >= 1.0:
+                self.scale.pop(li, None)
+            else:
+                self.scale[li] = fraction
+
+    def _permanent_down(self) -> frozenset[tuple[str, str]]:
+        return frozenset(e for e, t in self.down.items() if t is None)
+
+    def cut_off_for_good(self, host: int) -> bool:
+        """Whether ``host`` can never again reach any other host (cut off for good)."""
+        down = self._permanent_down()
+        if not down:
+            return False
+        name = self.hosts[host]
+        return all(_ecmp_path(self.graph, name, other, down) is None
+                   for other in self.hosts if other != name)
+
+    def _stall(self, src: int, dst: int, nbytes: int, rounds: int, event: Event | None,
+               on_delivery: Callable[[Event], None] | None,
+               on_lost: Callable[[], None] | None) -> int:
+        """A message with no live route: it waits for one, times out, or (no route can come
+        back) is lost at once. Its bytes count when it is really sent."""
+        item = [src, dst, nbytes, rounds, event, on_delivery, on_lost, False]
+        faults = self.faults
+        timeout = faults.plan.timeout_ns if faults is not None else None
+        permanent = _ecmp_path(self.graph, self.hosts[src], self.hosts[dst],
+                               self._permanent_down()) is None
+        if permanent:
+            self._lose(item)
+            return -1
+        self._stalled.append(item)
+        if timeout is not None:
+            self.engine.call_after(timeout, self._lose, item)
+        return -1
+
+    def _lose(self, item: list) -> None:
+        if item[-1]:
+            return
+        item[-1] = True
+        on_lost, event = item[6], item[4]
+        if on_lost is not None:
+            on_lost()
+        elif event is not None and not event.triggered:
+            event.succeed(LOST)
 
     def _queue(self, links: tuple[int, ...], now: int, start: int) -> None:
         """Note that a message waits on ``links`` from ``now`` until ``start``.

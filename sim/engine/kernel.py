@@ -19,6 +19,9 @@ from simpy.events import NORMAL, Event
 STREAMS: tuple[str, ...] = ("arrivals", "sizes", "routing", "service", "dispatch", "prefill")
 
 
+LOST = object()  # faults: the value of a reply event whose message could not be served
+
+
 @dataclass
 class RngStreams:
     """Named, statistically independent numpy generators derived from one seed."""
@@ -93,4 +96,4 @@ def ceil_ns(x: float) -> int:
     return i if i >= x else i + 1
 
 
-__all__ = ["STREAMS", "Engine", "RngStreams", "ceil_ns"]
+__all__ = ["LOST", "STREAMS", "Engine", "RngStreams", "ceil_ns"]

@@ -25,8 +25,8 @@ COLUMNS: tuple[str, ...] = ("id", "done", "out", "uctx", "sctx", "corpus", "kv")
 class RequestLog:
     """One row per planned request, as numpy columns; -1 marks a time not reached."""
 
-    PLANNED, WAITING, RUNNING, COMPLETED, REJECTED = 0, 1, 2, 3, 4
-    STATUS_NAMES = ("planned", "waiting", "running", "completed", "rejected")
+    PLANNED, WAITING, RUNNING, COMPLETED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
+    STATUS_NAMES = ("planned", "waiting", "running", "completed", "rejected", "failed")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -46,6 +46,12 @@ class RequestLog:
         self.generated = np.zeros(n, dtype=np.int64)
         self.status = np.zeros(n, dtype=np.int8)
         self.reject_reasons: dict[str, int] = {}
+        self.fail_reasons: dict[str, int] = {}
+        # faults: a re-admitted request's context to prefill again (-1: none), the tokens
+        # it had made when its KV was lost, and its retries after timeouts
+        self.redo_prefill = neg()
+        self.resume_done = np.zeros(n, dtype=np.int64)
+        self.retries = np.zeros(n, dtype=np.int64)
         self.rows = np.zeros((n, len(COLUMNS)), dtype=np.int64)
 
     def freeze_rows(self) -> None:

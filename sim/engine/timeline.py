@@ -45,10 +45,11 @@ if TYPE_CHECKING:
 
 # ~250 bytes per event on disk: the default keeps timeline.json near 50 MB at most.
 DEFAULT_MAX_EVENTS = 200_000
-UNIQUE, SHARED, LINKS, REQUESTS = 1, 2, 3, 4
+UNIQUE, SHARED, LINKS, REQUESTS, FAULTS = 1, 2, 3, 4, 5
 GROUPS = {UNIQUE: "unique nodes", SHARED: "shared nodes", LINKS: "fabric links",
-          REQUESTS: "requests"}
-CATEGORIES = {UNIQUE: "unique", SHARED: "shared", LINKS: "link", REQUESTS: "request"}
+          REQUESTS: "requests", FAULTS: "faults"}
+CATEGORIES = {UNIQUE: "unique", SHARED: "shared", LINKS: "link", REQUESTS: "request",
+              FAULTS: "fault"}
 REJECTED_TID = 1 << 20  # requests' "rejected" track (listed first); slots are tids 1, 2, ...
 _INF = math.inf
 
@@ -104,8 +105,9 @@ class Timeline:
         self._seq = 0
         self._bound: tuple | None = None  # events sorting after this are dropped
         self.cut_ns: int | None = None  # ts of the earliest event dropped by the cap
-        self.dropped_window = {c: 0 for c in CATEGORIES.values()}
-        self.dropped_cap = {c: 0 for c in CATEGORIES.values()}
+        # the fault category is listed only in a run with faults
+        self.dropped_window = {c: 0 for p, c in CATEGORIES.items() if p != FAULTS}
+        self.dropped_cap = {c: 0 for p, c in CATEGORIES.items() if p != FAULTS}
         self._open: dict[int, list] = {}  # unique node -> [t0, name, rt_t0, rt_shared]
         self.unique_names: list[str] = []
         self.shared_names: list[str] = []
@@ -138,7 +140,8 @@ class Timeline:
     def _add(self, pid: int, tid: int, name: str, ts: int, dur: int, args: dict | None,
              ph: str = "X") -> None:
         if ts >= self.w_end or (ts + dur <= self.w_start and (dur or ts < self.w_start)):
-            self.dropped_window[CATEGORIES[pid]] += 1
+            c = CATEGORIES[pid]
+            self.dropped_window[c] = self.dropped_window.get(c, 0) + 1
             return
         seq = self._seq
         self._seq = seq + 1
@@ -153,7 +156,8 @@ class Timeline:
             self._cut()
 
     def _drop_cap(self, ev: tuple) -> None:
-        self.dropped_cap[CATEGORIES[ev[1]]] += 1
+        c = CATEGORIES[ev[1]]
+        self.dropped_cap[c] = self.dropped_cap.get(c, 0) + 1
         if self.cut_ns is None or ev[0] < self.cut_ns:
             self.cut_ns = ev[0]
 
@@ -187,6 +191,25 @@ class Timeline:
         t0, name, _, _ = self._open.pop(node)
         self._add(UNIQUE, node + 1, name, t0, t - t0, args)
 
+    def abort(self, node: int, t: int) -> None:
+        """A unique node failed mid-step: its open slice ends now, marked failed."""
+        o = self._open.pop(node, None)
+        if o is not None:
+            self._add(UNIQUE, node + 1, o[1], o[0], t - o[0], {"failed": True})
+
+    def faults(self, windows: list[dict], t_end: int) -> None:
+        """Each fault as a slice on a 'faults' track (an instant event when it starts)."""
+        for w in windows:
+            t0 = int(round(w["start_s"] * 1e9))
+            if t0 > t_end:
+                continue
+            t1 = t_end if w["end_s"] is None else min(t_end, int(round(w["end_s"] * 1e9)))
+            name = f"{w['kind']} {w['target']}"
+            args = {"kind": w["kind"], "target": w["target"], "start_s": w["start_s"],
+                    "end_s": w["end_s"], "fraction": w["fraction"]}
+            self._add(FAULTS, 1, name, t0, max(0, t1 - t0), args)
+            self._add(FAULTS, 1, name, t0, 0, args, ph="i")
+
     def kernel(self, node: int, name: str, t: int, dur: int, args: dict) -> None:
         """A shared node's launch or prefill job, ``dur`` ns from ``t``."""
         self._add(SHARED, node + 1, name, t, dur, args)
@@ -215,6 +238,11 @@ class Timeline:
                           {"shared_nodes": rt_n, "unfinished": True})
             self._add(UNIQUE, node + 1, name, t0, t_end - t0, {"unfinished": True})
         self._open.clear()
+        manager = getattr(cluster, "faults", None)
+        if manager is not None:
+            for d in (self.dropped_window, self.dropped_cap):
+                d.setdefault("fault", 0)
+            self.faults(manager.windows, t_end)
         self._requests(cluster, t_end)
         self._cut()
         self.events.sort()
@@ -313,6 +341,7 @@ class Timeline:
             LINKS: [(i + 1, n) for i, n in enumerate(self.link_names)],
             REQUESTS: sorted({(tid, "rejected" if tid == REJECTED_TID else f"slot {tid - 1}")
                               for pid, tid in used if pid == REQUESTS}),
+            FAULTS: [(1, "faults")] if any(pid == FAULTS for pid, _ in used) else [],
         }
         for pid, label in GROUPS.items():
             if not tracks[pid]:

@@ -13,6 +13,7 @@ from sim.report.common import emit_image, flatten, write_document
 from sim.report.data import as_float, mean_utilization_by_kind, read_latencies
 from sim.report.document import Bullets, Document, Heading, Links, Note, Paragraph, Table
 from sim.report.memory import memory_rows, shared_kv_fit
+from sim.report.run_report import fault_rows
 from sim.report.verdict import compare_verdict
 
 OPTIONAL_COLUMNS = ("HBM free, unique (GiB)", "cost ($/M tokens)")
@@ -252,6 +253,18 @@ def write_compare_report(out_dir: Path, runs: list[dict], load_sweep: dict | Non
         for label, text in fits:
             if text:
                 doc.add(Paragraph(f"{label}: {text}"))
+
+    frows = []
+    for label, r in zip(labels, runs):
+        summary = r.get("summary") or {}
+        for row in fault_rows(summary):
+            frows.append({"config": label, "requests failed": summary.get("requests_failed"),
+                          **row})
+    if frows:
+        doc.add(Heading("Faults"))
+        doc.add(Table(frows, caption="p99 latency (ms) of the requests that arrived before, "
+                                     "during and after each fault; failed: requests of each "
+                                     "phase that ended failed"))
 
     # the figures show the runs with results; failed ones are named in the verdict and table
     shown = [(label, r) for label, r in zip(labels, runs) if not reasons.get(label)]

@@ -368,7 +368,19 @@ def _queue_totals(queues: Mapping[str, np.ndarray]) -> dict[str, tuple[int, np.n
     return out
 
 
-def plot_timeseries(ts: TimeSeries, mean_throughput: float | None = None) -> bytes:
+def _mark_faults(axes: Sequence[Axes], faults: Sequence[tuple[float, float | None, str]],
+                 t_end: float) -> None:
+    """Shade each fault's window (red) on every panel; label it on the first."""
+    for i, (start, end, label) in enumerate(faults):
+        stop = t_end if end is None else end
+        for k, ax in enumerate(axes):
+            ax.axvspan(start, max(stop, start), color="#cf222e", alpha=0.10, lw=0,
+                       label=(f"fault: {label}" if k == 0 and i < 4 else None))
+            ax.axvline(start, color="#cf222e", lw=1.0, ls="--")
+
+
+def plot_timeseries(ts: TimeSeries, mean_throughput: float | None = None,
+                    faults: Sequence[tuple[float, float | None, str]] = ()) -> bytes:
     """Three panels over simulated time: token throughput (raw and moving average),
     requests running / waiting for admission (stacked: their sum is the requests in the
     system, so a backlog that grows is plain to see), and the queues at the shared nodes
@@ -381,6 +393,9 @@ def plot_timeseries(ts: TimeSeries, mean_throughput: float | None = None) -> byt
     with _style():
         fig = _figure(11.0, 8.2)
         ax_thr, ax_req, ax_q = fig.subplots(3, 1, sharex=True)
+        if faults:
+            t_end = float(ts.time_s.max()) if ts.time_s.size else 0.0
+            _mark_faults((ax_thr, ax_req, ax_q), faults, t_end)
         ax_thr.set_title("Token throughput over time")
         if thr:
             colors = palette(len(thr))

@@ -51,6 +51,7 @@ OVERVIEW_KEYS = (
     ("requests_completed", "requests completed"),
     ("requests_in_flight", "requests in flight at end"),
     ("requests_rejected", "requests rejected"),
+    ("requests_failed", "requests failed (faults)"),
     ("sim_time_s", "simulated time (s)"),
     ("warmup_s", "warm-up excluded (s)"),
     ("tokens_generated", "tokens generated"),
@@ -81,6 +82,42 @@ def latency_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             row[label] = as_float(stats.get(key))
         rows.append(row)
     return rows
+
+
+def fault_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per fault (``summary["faults"]``): its window, and p99 TTFT/TPOT (ms) of
+    the requests that arrived before, during and after it."""
+    faults = summary.get("faults")
+    if not isinstance(faults, list):
+        return []
+    rows = []
+    for f in faults:
+        if not isinstance(f, Mapping):
+            continue
+        end = f.get("end_s")
+        what = f"{f.get('kind')} {f.get('target')}"
+        if f.get("fraction") is not None:
+            what += f" to {as_float(f.get('fraction')):g} of its bandwidth"
+        row: dict[str, Any] = {"fault": what, "from (s)": as_float(f.get("start_s")),
+                               "until (s)": "never" if end is None else as_float(end)}
+        for phase in ("before", "during", "after"):
+            part = f.get(phase) if isinstance(f.get(phase), Mapping) else {}
+            row[f"TTFT p99 {phase}"] = as_float(part.get("ttft_p99_ms"))
+            row[f"TPOT p99 {phase}"] = as_float(part.get("tpot_p99_ms"))
+            row[f"failed {phase}"] = part.get("failed")
+        rows.append(row)
+    return rows
+
+
+def fault_windows(summary: Mapping[str, Any]) -> list[tuple[float, float | None, str]]:
+    """(start s, end s or None, label) of each fault, for the time-series markers."""
+    out = []
+    for f in summary.get("faults") or []:
+        if isinstance(f, Mapping) and as_float(f.get("start_s")) is not None:
+            end = f.get("end_s")
+            out.append((float(f["start_s"]), None if end is None else float(end),
+                        f"{f.get('kind')} {f.get('target')}"))
+    return out
 
 
 def utilization_rows(utilization: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
@@ -284,6 +321,17 @@ def write_run_report(
         source = Path(requests_csv).name if requests_csv else "requests.csv"
         doc.add(Note(f"No per-request latencies in {source}; CDF plot skipped."))
 
+    # Faults
+    frows = fault_rows(summary)
+    if frows:
+        doc.add(Heading("Faults"))
+        doc.add(Table(frows, caption="p99 latency (ms) of the requests that arrived before, "
+                                     "during and after each fault (shaded on the time series)"))
+        reasons = summary.get("fail_reasons")
+        if isinstance(reasons, Mapping) and reasons:
+            doc.add(Table([{"reason": k, "requests failed": v} for k, v in reasons.items()],
+                          caption="Why requests failed"))
+
     # Time series
     doc.add(Heading("Throughput and queues over time"))
     ts = read_timeseries(timeseries_csv)
@@ -293,7 +341,8 @@ def write_run_report(
                 out_dir,
                 "timeseries.png",
                 "Throughput, queue lengths and running requests over simulated time",
-                plots.plot_timeseries(ts, as_float(summary.get("throughput_tokens_per_s"))),
+                plots.plot_timeseries(ts, as_float(summary.get("throughput_tokens_per_s")),
+                                      faults=fault_windows(summary)),
                 written,
             )
         )

@@ -209,16 +209,47 @@ def summarize(exp: Experiment, cluster: Cluster, t_end: int,
     }
     if sharing:
         summary["sharing"] = sharing
+    if cluster.faults is not None:
+        summary["requests_failed"] = log.count(log.FAILED)
+        summary["fail_reasons"] = dict(sorted(log.fail_reasons.items()))
+        summary["faults"] = fault_windows(cluster.faults.windows, log, lat, t_end)
+        summary["fault_counters"] = {k: v for k, v in cluster.faults.stats().items()
+                                     if k != "windows"}
     summary["invariants"] = check_invariants(summary, fab, exp.batching.max_batch)
     return _clean(summary)  # type: ignore[return-value]
+
+
+def fault_windows(windows: list[dict], log: RequestLog, lat: LatencyColumns,
+                  t_end: int) -> list[dict]:
+    """Each fault's window with p99 TTFT and TPOT of the requests that arrived before it
+    started, during it, and after it ended (``null`` where none did), and how many of
+    each phase's requests completed and failed."""
+    arr = log.arrival_ns
+    arrived = arr >= 0
+    out = []
+    for w in windows:
+        t0 = int(round(w["start_s"] * 1e9))
+        t1 = t_end if w["end_s"] is None else int(round(w["end_s"] * 1e9))
+        phases = {"before": arrived & (arr < t0), "during": arrived & (arr >= t0) & (arr < t1),
+                  "after": arrived & (arr >= t1)}
+        by: dict[str, dict] = {}
+        for name, m in phases.items():
+            done = m & (log.status == log.COMPLETED)
+            first = m & (log.first_ns >= 0)
+            by[name] = {"requests": int(m.sum()), "completed": int(done.sum()),
+                        "failed": int((m & (log.status == log.FAILED)).sum()),
+                        "ttft_p99_ms": stats(lat.ttft_ms[first])["p99"],
+                        "tpot_p99_ms": stats(lat.tpot_ms[done])["p99"]}
+        out.append({**w, **by})
+    return out
 
 
 def check_invariants(summary: dict, fabric: FabricStats | None,
                      max_batch: int) -> dict[str, bool]:
     """Conservation checks every run must pass; a violation is a simulator bug."""
     arrived = summary["requests_arrived"]
-    accounted = (summary["requests_completed"] + summary["requests_in_flight"]
-                 + summary["requests_rejected"])
+    accounted = (summary["requests_completed"] + summary.get("requests_failed", 0)
+                 + summary["requests_in_flight"] + summary["requests_rejected"])
     util_ok = all(0.0 <= v <= 1.0 + 1e-12 for v in summary["utilization"].values())
     bytes_ok = True
     if fabric is not None:
@@ -255,6 +286,7 @@ __all__ = [
     "PERCENTILES",
     "LatencyColumns",
     "check_invariants",
+    "fault_windows",
     "latencies",
     "littles_law",
     "stats",

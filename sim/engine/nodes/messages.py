@@ -33,6 +33,8 @@ class QueryMessage:
     t_back: int = -1
     compute_ns: int = 0
     launches: int = 0
+    owner: int = -1  # faults: the shared node whose chunks these are (-1: the receiver)
+    lost: str | None = None  # faults: why it could not be served
 
 
 @dataclass(slots=True, eq=False)
@@ -49,6 +51,9 @@ class PrefillJob:
     t_start: int = -1
     t_done: int = -1
     t_back: int = -1
+    query_bytes: int = 0  # faults: what a re-send carries
+    owner: int = -1
+    lost: str | None = None
 
 
 __all__ = ["PrefillJob", "QueryMessage"]

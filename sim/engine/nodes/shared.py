@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+from simpy import Interrupt
 from simpy.events import Event
 
 from sim.engine.fabric import Fabric
@@ -75,6 +76,9 @@ class SharedNode(Node):
         self.split_messages = 0
         self.prefill_jobs = 0
         self.prefill_busy_ns = 0
+        self.up = True
+        self._recovered: Event | None = None
+        self._current: tuple | None = None  # faults: the launch or job now running
         self.process = self.env.process(self.run())
 
     # -- arrivals -------------------------------------------------------------------------
@@ -128,6 +132,60 @@ class SharedNode(Node):
 
     # -- the node's process ---------------------------------------------------------------
     def run(self):
+        while True:
+            try:
+                if self.up:
+                    yield from self._serve()
+                else:  # failed: wait for recovery
+                    self._recovered = self.env.event()
+                    yield self._recovered
+            except Interrupt:
+                pass
+
+    def fail(self) -> tuple[list[QueryMessage], list[PrefillJob]]:
+        """The node fails now: its launch stops and its queue is handed back (messages
+        whose queries were not all done, and prefill jobs)."""
+        self.up = False
+        if self.busy_until > self.env.now:  # the work cut short was not done
+            self.busy_ns -= self.busy_until - self.env.now
+            self.busy_until = self.env.now
+        msgs: list[QueryMessage] = []
+        jobs: list[PrefillJob] = []
+        cur = self._current
+        if cur is not None:
+            if cur[0] == "job":
+                jobs.append(cur[1])
+            else:
+                _, parts, whole, done = cur
+                msgs.extend(done)
+                for i, (msg, part) in enumerate(parts):
+                    if i >= whole:  # a split part: its queries go back to the message
+                        msg.remaining = msg.remaining + part
+                        msg.max_count = int(msg.remaining.max())
+                        msg.pairs += int(part.sum())
+        msgs.extend(m for m in self.pending if m not in msgs)
+        jobs.extend(self.jobs)
+        self.pending.clear()
+        self.jobs.clear()
+        self._pending_by_layer.clear()
+        self._layer_max.clear()
+        self._layer_msgs.clear()
+        self.pending_pairs = 0
+        self.pending_queries = 0
+        self._current = None
+        self._wake = None
+        if self.process.is_alive and self.process.target is not None:
+            self.process.interrupt("failed")
+        return msgs, jobs
+
+    def recover(self) -> None:
+        self.up = True
+        ev = self._recovered
+        if ev is not None and not ev.triggered:
+            self._recovered = None
+            ev.succeed()
+
+    def _serve(self):
         env = self.env
         while True:
             if not self.pending and not self.jobs:
@@ -159,7 +217,9 @@ class SharedNode(Node):
                            {"src": self.tl.host_name(job.src_host), "rounds": job.rounds})
         self.prefill_jobs += 1
         self.prefill_busy_ns += job.cost_ns
+        self._current = ("job", job)
         yield self.env.timeout(job.cost_ns)
+        self._current = None
         job.t_done = self.env.now
         job.t_back = self._reply(job.src_host, job.partial_bytes, job.rounds, job.reply)
 
@@ -250,7 +310,9 @@ class SharedNode(Node):
                            {"requests": requests, "pairs": pairs, "chunks": chunks,
                             "max_chunk_batch": biggest, "messages": len(parts),
                             "layers": len(take), "rounds": rounds})
+        self._current = ("launch", parts, whole, done)
         yield env.timeout(cost)
+        self._current = None
         now = env.now
         for msg in done:
             msg.t_done = now
@@ -260,6 +322,8 @@ class SharedNode(Node):
 
     def _reply(self, dst_host: int, nbytes: int, rounds: int, reply: Event) -> int:
         """Send partials back; returns when they arrive (ns)."""
+        if reply.triggered:  # faults: its sender gave up on it (timed out)
+            return self.env.now
         if self.fabric is None:
             reply.succeed()
             return self.env.now

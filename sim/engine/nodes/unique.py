@@ -28,10 +28,11 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
+from simpy import Interrupt
 from simpy.events import Event
 
 from sim.engine.fabric import Fabric
-from sim.engine.kernel import Engine, ceil_ns
+from sim.engine.kernel import LOST, Engine, ceil_ns
 from sim.engine.nodes.base import Node, NodeStats
 from sim.engine.nodes.messages import PrefillJob, QueryMessage
 from sim.engine.nodes.pricing import PHASE_INDEX, DecodeCost, Pricer, bucket
@@ -113,6 +114,11 @@ class UniqueNode(Node):
         self.prefill_tokens_done = 0
         self.max_batch_seen = 0
         self.link_busy_ns = 0  # tp > 1: collectives on the replica's internal link
+        self.faults = None  # the fault manager (sim.engine.faults), when the run has faults
+        self._jobs_sent: list[PrefillJob] = []
+        self.up = True
+        self.recovers: int | None = 0  # faults: when a failed node comes back (None: never)
+        self._recovered: Event | None = None
         self.process = self.env.process(self.run())
 
     # -- load and arrivals ----------------------------------------------------------------
@@ -136,6 +142,82 @@ class UniqueNode(Node):
 
     # -- the node's process ---------------------------------------------------------------
     def run(self):  # noqa: ANN201 - a SimPy process
+        if self.faults is None:
+            yield from self._serve()
+            return
+        while True:
+            try:
+                if self.up:
+                    yield from self._serve()
+                else:  # failed: wait for recovery
+                    self._recovered = self.env.event()
+                    yield self._recovered
+            except Interrupt:
+                pass
+
+    def fail(self, recovers_ns: int | None) -> list[tuple[int, int]]:
+        """The node fails now: its KV is lost. Returns every request it held (decoding,
+        prefilling, waiting) as (id, tokens generated so far), in request order."""
+        self.up = False
+        now = self.env.now
+        if self.busy_until > now:
+            self.busy_ns -= self.busy_until - now
+            self.busy_until = now
+        log = self.log
+        out: dict[int, int] = {}
+        for rid, done in zip(self.R[:, ID].tolist(), self.R[:, DONE].tolist()):
+            out[rid] = int(done)
+        for rid, _left, _prior in self.prefilling:
+            out[rid] = int(log.resume_done[rid])
+        for rid in self.waiting:
+            out[rid] = int(log.resume_done[rid])
+        self.R = self.R[:0]
+        self.prefilling.clear()
+        self.waiting.clear()
+        self._jobs_sent = []
+        self.kv_used = 0
+        self._ctx_sum = self._sctx_sum = self._fresh = self._to_next_finish = 0
+        self._wake = None
+        if self.tl is not None:
+            self.tl.abort(self.index, now)
+        if self.process.is_alive:
+            self.process.interrupt("failed")
+        return sorted(out.items())
+
+    def recover(self) -> None:
+        self.up = True
+        ev = self._recovered
+        if ev is not None and not ev.triggered:
+            self._recovered = None
+            ev.succeed()
+
+    def _remove(self, rids: set[int]) -> list[tuple[int, int]]:
+        """Take requests ``rids`` off this node (their KV freed); (id, tokens made)."""
+        out: list[tuple[int, int]] = []
+        log = self.log
+        if len(self.R):
+            mask = np.isin(self.R[:, ID], np.fromiter(rids, dtype=I64))
+            if mask.any():
+                gone = self.R[mask]
+                out += [(int(r), int(d)) for r, d in zip(gone[:, ID], gone[:, DONE])]
+                self.kv_used -= int(gone[:, KV].sum())
+                R = self.R[~mask]
+                self.R = R
+                self._ctx_sum = int(R[:, UCTX].sum() + R[:, DONE].sum()) if len(R) else 0
+                self._sctx_sum = int(R[:, SCTX].sum()) if len(R) else 0
+                self._fresh = int((R[:, DONE] == 0).sum()) if len(R) else 0
+                self._to_next_finish = int((R[:, OUT] - R[:, DONE]).min()) if len(R) else 0
+        keep: deque[list[int]] = deque()
+        for entry in self.prefilling:
+            if entry[0] in rids:
+                out.append((entry[0], int(log.resume_done[entry[0]])))
+                self.kv_used -= int(log.kv_bytes[entry[0]])
+            else:
+                keep.append(entry)
+        self.prefilling = keep
+        return sorted(out)
+
+    def _serve(self):  # noqa: ANN202
         while True:
             if self.waiting:
                 self._admit()
@@ -166,7 +248,10 @@ class UniqueNode(Node):
             log.admit_ns[rid] = now
             log.status[rid] = log.RUNNING
             new = int(log.prefill_tokens[rid])
-            if new > 0:
+            redo = int(log.redo_prefill[rid])
+            if redo >= 0:  # re-admitted after its KV was lost: the whole context again
+                self.prefilling.append([rid, redo, 0])
+            elif new > 0:
                 self.prefilling.append([rid, new, int(log.unique_tokens[rid]) - new])
             else:
                 direct.append(rid)
@@ -254,12 +339,17 @@ class UniqueNode(Node):
             yield env.timeout(t)
         else:
             rounds, reps = (L, 1) if self.step_mode else (1, L)
+            all_msgs: list[QueryMessage] = []
+            all_replies: list[Event] = []
             for layer in range(reps):
                 if pre:
                     self._busy(pre * rounds)
                     yield env.timeout(pre * rounds)
                 msgs, replies = self._send(B if remote_decode else 0, layer, rounds,
                                            pshared, pq, pp)
+                if self.faults is not None:
+                    all_msgs += msgs
+                    all_replies += replies
                 t_sent = env.now
                 if overlap:
                     self._busy(overlap * rounds)
@@ -280,6 +370,15 @@ class UniqueNode(Node):
             if step:
                 self._busy(step)
                 yield env.timeout(step)
+            if self.faults is not None:
+                n_before = len(self.R)
+                pieces = self._strand_lost(all_msgs, all_replies, pieces)
+                if len(self.R) != n_before:
+                    B = len(self.R)
+                    if not B:
+                        dcost = None
+        if not self.up:  # faults: failed while this step ran (its interrupt is on the way)
+            return
         now = env.now
         self.steps += 1
         self._account(now - t0, B, dcost, rt_parts, len(pieces))
@@ -328,8 +427,18 @@ class UniqueNode(Node):
         if not finished:
             return self.R[:0]
         ids = np.asarray(finished, dtype=I64)
-        self.log.first_ns[ids] = now
-        return self.log.rows[ids]
+        log = self.log
+        if self.faults is None:
+            log.first_ns[ids] = now
+            return log.rows[ids]
+        resumed = log.resume_done[ids]
+        rows = log.rows[ids].copy()
+        rows[:, DONE] += resumed  # a re-prefilled request decodes on from where it was
+        fresh = ids[log.first_ns[ids] < 0]
+        log.first_ns[fresh] = now
+        log.redo_prefill[ids] = -1
+        log.resume_done[ids] = 0
+        return rows
 
     def _send(self, B: int, layer: int, rounds: int, prefill_ns: int, qbytes: int,
               pbytes: int) -> tuple[list[QueryMessage], list[Event]]:
@@ -340,6 +449,8 @@ class UniqueNode(Node):
         now = env.now
         msgs: list[QueryMessage] = []
         replies: list[Event] = []
+        if self.faults is not None:
+            return self._send_faulty(B, layer, rounds, prefill_ns, qbytes, pbytes)
         if B:
             for node, load in zip(self.shared_nodes, self.route(self.R[:, CORPUS], B, layer)):
                 reqs = load.requests
@@ -359,6 +470,60 @@ class UniqueNode(Node):
                 fabric.send(self.host, node.host, qbytes * rounds, rounds=rounds,
                             on_delivery=lambda _e, n=node, j=job: n.receive_job(j))
         return msgs, replies
+
+    def _send_faulty(self, B: int, layer: int, rounds: int, prefill_ns: int, qbytes: int,
+                     pbytes: int) -> tuple[list[QueryMessage], list[Event]]:
+        """``_send`` through the fault manager: each message goes to the live copy of its
+        shared node's chunks, or waits for one."""
+        env = self.env
+        now = env.now
+        faults = self.faults
+        msgs: list[QueryMessage] = []
+        replies: list[Event] = []
+        if B:
+            for node, load in zip(self.shared_nodes, self.route(self.R[:, CORPUS], B, layer)):
+                if load.requests <= 0:
+                    continue
+                msg = QueryMessage(self.host, layer, load.counts, load.requests, rounds,
+                                   Event(env), now, load.max_count, load.pairs)
+                msgs.append(msg)
+                replies.append(msg.reply)
+                faults.send_query(self, node.index, msg)
+        if prefill_ns:
+            for node in self.shared_nodes:
+                job = PrefillJob(self.host, prefill_ns * rounds, pbytes * rounds, rounds,
+                                 Event(env), now, query_bytes=qbytes * rounds)
+                replies.append(job.reply)
+                self._jobs_sent.append(job)
+                faults.send_job(self, node.index, job)
+        return msgs, replies
+
+    def _strand_lost(self, msgs: list[QueryMessage], replies: list[Event],
+                     pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """After a round trip with faults: requests whose queries were lost (their shared
+        node's chunks had no live copy in time) leave this node, to be retried or failed.
+        Decode messages: the first ``requests`` rows of the batch; a prefill job: the
+        step's prompts. Returns the step's prefill pieces that still stand."""
+        lost_msgs = [m for m in msgs if m.lost or m.reply._value is LOST]
+        lost_jobs = [j for j in self._jobs_sent if j.lost or j.reply._value is LOST]
+        self._jobs_sent = []
+        if not lost_msgs and not lost_jobs:
+            self._jobs_sent = []
+            return pieces
+        rids: set[int] = set()
+        reason = "shared_node_timeout"
+        if lost_msgs:
+            n = min(len(self.R), max(m.requests for m in lost_msgs))
+            rids.update(int(r) for r in self.R[:n, ID])
+            reason = lost_msgs[0].lost or "no_route"
+        if lost_jobs:
+            rids.update(rid for rid, _t, _p in pieces)
+            pieces = []
+            if not lost_msgs:
+                reason = lost_jobs[0].lost or "no_route"
+        stranded = self._remove(rids)
+        self.faults.strand(stranded, reason)
+        return pieces
 
     @staticmethod
     def _round_trip_parts(msgs: list[QueryMessage], waited: int, t_sent: int,
