@@ -174,3 +174,16 @@ def test_every_decode_nanosecond_is_attributed_to_one_phase(system, granularity)
     per_token = r.summary["time_breakdown_per_token_ms"]
     assert per_token["prefill_stall"] > 0  # arrivals mid-run do stall running requests
     assert sum(per_token.values()) == pytest.approx(tpot_token_weighted_ms, rel=1e-9)
+
+
+def test_link_busy_time_never_counts_reservations_past_the_end():
+    """A run stopped by its duration with transfers still queued: a path's reservation can
+    start after a gap on one of its links, so each link's busy time within the run is summed
+    over its reservations, never assumed solid up to its last one (that assumption gave
+    negative utilizations on a switch with hundreds of shared nodes)."""
+    spec = make_experiment(unique_nodes=2, shared_nodes=512, shared_tokens=2**20,
+                           chunk_tokens=2048, requests=None, duration_ns=200_000_000,
+                           bandwidth_GBps=10.0)
+    r = simulate(spec.with_requests(poisson(40, 200.0)))
+    check(r.summary)  # utilization of every link within [0, 1]
+    assert r.summary["requests_in_flight"] > 0  # stopped mid-run, transfers in flight

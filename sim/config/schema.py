@@ -376,10 +376,13 @@ class SharedContext(StrictModel):
         return self
 
 
+MAX_PROMPT_TOKENS = 2**30  # as workload.unique_tokens
+
+
 def _prefill_scalar() -> Any:
     """``'all'`` (every unique token is a new prompt token) or a count >= 0 (0: the
     request's context is all resident, decode only)."""
-    what = "'all' or a size >= 0"
+    what = f"'all' or a size in [0, {MAX_PROMPT_TOKENS}]"
 
     def check(value: Any) -> int | str:
         if value == "all":
@@ -388,7 +391,7 @@ def _prefill_scalar() -> Any:
             n = parse_int(value)
         except UnitError:
             raise fail(f"expected {what}, got {describe(value)}") from None
-        if n < 0:
+        if n < 0 or n > MAX_PROMPT_TOKENS:
             raise fail(f"expected {what}, got {describe(value)}")
         return n
 
@@ -501,8 +504,8 @@ class Fault(StrictModel):
             if self.fraction is None:
                 issues.append(("fraction", "missing; a degrade fault needs fraction in (0, 1]"))
             if self.target.startswith(("shared", "unique")) and "-" not in self.target:
-                issues.append(("target", f"expected a fabric cable 'a-b' for kind degrade, "
-                                         f"got {self.target!r}"))
+                issues.append(("target", (f"expected a fabric cable 'a-b' for kind degrade, "
+                                          f"got {self.target!r}")))
         elif self.fraction is not None:
             issues.append(("fraction", "only used by kind 'degrade'; remove it"))
         if issues:
@@ -562,8 +565,8 @@ class Kernels(StrictModel):
             value = getattr(self, name)
             family = "gemm" if name == "gemm_fp8" else name
             if value is not None and load_profile(value).family != family:
-                issues.append((name, f"expected a {family} kernel profile, got {value!r} "
-                                     f"(a {load_profile(value).family} profile)"))
+                issues.append((name, (f"expected a {family} kernel profile, got {value!r} "
+                                      f"(a {load_profile(value).family} profile)")))
         if issues:
             raise cross_fail(issues)
         return self
@@ -624,14 +627,14 @@ class ExperimentConfig(StrictModel):
         if not trace:  # a trace brings its own sizes and has an end
             for name in ("unique_tokens", "output_tokens"):
                 if getattr(self.workload, name) is None:
-                    issues.append((f"workload.{name}", "missing; required unless "
-                                   "workload.arrivals is a trace"))
+                    issues.append((f"workload.{name}", ("missing; required unless "
+                                                        "workload.arrivals is a trace")))
             if self.run.requests is None and self.run.duration_s is None:
                 issues.append(("run.requests", "missing; set requests, duration_s or both"))
         if self.batching.prefill_placement == "dedicated" and self.cluster.prefill.nodes < 1:
-            issues.append(("cluster.prefill.nodes", "expected an integer >= 1 with "
-                           "batching.prefill_placement: dedicated, got "
-                           f"{self.cluster.prefill.nodes}"))
+            issues.append(("cluster.prefill.nodes", ("expected an integer >= 1 with "
+                                                     "batching.prefill_placement: dedicated, "
+                                                     f"got {self.cluster.prefill.nodes}")))
         if issues:
             raise cross_fail(issues)
         return self

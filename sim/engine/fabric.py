@@ -181,6 +181,8 @@ class Fabric:
         self.max_queue = [0] * n
         # start times of messages reserved on each link, not yet serialising
         self._pending: list[deque[int]] = [deque() for _ in range(n)]
+        # (start, end) of each link's reservations not yet over (for busy_within)
+        self._ahead: list[deque[tuple[int, int]]] = [deque() for _ in range(n)]
         self.bytes_sent = [0] * len(self.hosts)
         self.bytes_received = [0] * len(self.hosts)
         self._routes: dict[tuple[int, int], Route] = {}
@@ -255,11 +257,16 @@ class Fabric:
             ser += 1
         end = start + ser
         busy, lbytes, msgs = self.busy_ns, self.link_bytes, self.link_messages
+        ahead = self._ahead
         for li in links:
             free_at[li] = end
             busy[li] += ser
             lbytes[li] += nbytes
             msgs[li] += 1
+            res = ahead[li]
+            while res and res[0][1] <= now:  # reservations over by now
+                res.popleft()
+            res.append((start, end))
         if start > now:
             self._queue(links, now, start)
         if self.tl is not None:
@@ -382,9 +389,17 @@ class Fabric:
 
     # -- accounting -----------------------------------------------------------------------
     def busy_within(self, t_end: int) -> list[int]:
-        """Each link's busy ns inside [0, t_end] (reservations never leave gaps after
-        the last issue time, so the part past ``t_end`` is ``free_at - t_end``)."""
-        return [b - max(0, f - t_end) for b, f in zip(self.busy_ns, self.free_at)]
+        """Each link's busy ns inside [0, t_end]: everything reserved, less the parts of
+        the reservations not over by then that lie past ``t_end`` (a path's reservation can
+        start after a gap on one of its links, so the tail is summed, not assumed solid)."""
+        out = []
+        for b, res in zip(self.busy_ns, self._ahead):
+            past = 0
+            for s, e in res:
+                if e > t_end:
+                    past += e - max(s, t_end)
+            out.append(b - past)
+        return out
 
     def in_flight_bytes(self) -> int:
         return sum(self.bytes_sent) - sum(self.bytes_received)
