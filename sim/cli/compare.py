@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from sim.cli.common import check_out_path
 from sim.config import ConfigError, parse_assignment
 from sim.report import compare_verdict_lines, format_table_text
 from sim.report.compare_report import saturation_rows
@@ -32,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
                     "decode-step breakdown.")
     p.add_argument("configs", nargs="+", type=Path, metavar="CONFIG",
                    help="experiment YAMLs, or one variants file (base + variants)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=str, default=None,
                    help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/); a study "
                         "folder written before (even by a killed study) is resumed: only the "
                         "runs its cache lacks are made")
@@ -82,11 +83,19 @@ def backend_from_args(prog: str, args: argparse.Namespace) -> Backend | None:
 def run_study(prog: str, args: argparse.Namespace, inputs: CompareInputs,
               settings: SweepSettings) -> int:
     """Run the study on the backend the flags ask for; print the table. The exit status."""
+    try:  # the study folder can be written, checked before any run (a study's own: resumed)
+        out = None if args.out is None else Path(args.out)
+        nonempty = out is not None and out.is_dir() and any(out.iterdir())
+        if args.out is not None and not nonempty:  # (a non-empty one must be a study's)
+            out = check_out_path(args.out)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     backend = backend_from_args(prog, args)
     if backend is None:
         return 2
     try:
-        result = run_compare(inputs, args.out, settings, progress=not args.no_progress,
+        result = run_compare(inputs, out, settings, progress=not args.no_progress,
                              backend=backend)
     except (ValueError, BackendError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

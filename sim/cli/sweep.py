@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(repeatable: the grid is the product)")
     p.add_argument("--name", default=None, help="names the results folder "
                                                 "(default <config name>-sweep)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=str, default=None,
                    help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/); a study "
                         "folder written before (even by a killed sweep) is resumed: only the "
                         "runs its cache lacks are made")
