@@ -26,6 +26,7 @@ from typing import Any
 from sim.config import ConfigError, Issue, config_from_dict, load_config, with_overrides
 from sim.config.errors import FieldPath, dotted
 from sim.config.fields import suggest
+from sim.config.loader import read_text_file
 from sim.config.schema import ExperimentConfig
 from sim.config.yaml_source import LoadedYaml, load_yaml_text
 from sim.studies.sweep import SweepSettings
@@ -175,10 +176,7 @@ def load_variants_file(path: str | Path, extra: Mapping[str, Any] | None = None)
     """
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Issue(source, (), "file not found")]) from None
+    text = read_text_file(path, source)  # a pipe or device is refused, never waited on
     loaded = load_yaml_text(text, source)
     data = loaded.data
     issues = _Issues(source, loaded)
@@ -278,10 +276,7 @@ def load_inputs(paths: Sequence[str | Path],
         raise ConfigError([Issue("compare", (), "no CONFIG given")])
     kinds = []
     for p in paths:
-        try:
-            text = Path(p).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError([Issue(str(p), (), "file not found")]) from None
+        text = read_text_file(p, str(p))
         kinds.append(is_variants_data(load_yaml_text(text, str(p)).data))
     if any(kinds):
         if len(paths) > 1:
