@@ -271,3 +271,19 @@ def test_dask_without_the_extra_is_one_line(tmp_path: Path, capsys: pytest.Captu
     assert err == ("moska-sim compare: error: --dask: the distributed package is not "
                    "installed; pip install -e '.[dask]'")
     assert not out.exists()
+
+
+def test_validate_reads_every_shipped_study_and_run_points_to_compare(capsys) -> None:
+    """A study file is not an experiment: validate resolves each of its variants; run says
+    to use compare instead of reporting schema errors."""
+    from sim.cli import main
+
+    studies = sorted((Path(__file__).resolve().parents[1] / "workloads" / "studies").glob("*.yaml"))
+    assert studies
+    for study in studies:
+        assert main(["validate", str(study)]) == 0, study
+        out = capsys.readouterr().out
+        assert "valid study" in out and "--- # variant" in out
+    assert main(["run", str(studies[0])]) == 2
+    err = capsys.readouterr().err
+    assert "this is a study" in err and "moska-sim compare" in err and "Traceback" not in err

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sim.atomic import live_staging, remove_stale_staging
-from sim.config import parse_assignment
+from sim.config import ConfigError, parse_assignment
 from sim.config.fields import MAX_DURATION_S
+from sim.config.loader import read_text_file
+from sim.config.yaml_source import load_yaml_text
 from sim.engine.timeline import DEFAULT_MAX_EVENTS, Timeline, TimelineOptions, parse_window
+from sim.studies.variants import is_variants_data
 
 NAME_MAX = 255  #: longest file or folder name in bytes (Linux, macOS)
 PATH_MAX = 4095  #: longest path in bytes
@@ -178,6 +181,16 @@ def check_out_dir(out: Path | None) -> None:
         check_out_path(out)
 
 
+def is_study_file(path: str | Path) -> bool:
+    """Whether ``path`` is a study (variants) file rather than one experiment: its top
+    level has ``base`` or ``variants``. Unreadable or malformed files are not (the config
+    reader then reports them)."""
+    try:
+        return is_variants_data(load_yaml_text(read_text_file(path, str(path)), str(path)).data)
+    except ConfigError:
+        return False
+
+
 def summary_line(s: dict) -> str:
     """The one-line outcome a command prints: requests, simulated time, throughput."""
     return (f"{s['requests_completed']} completed, {s['requests_in_flight']} in flight, "
@@ -196,5 +209,6 @@ __all__ = [
     "options_from_args",
     "overrides_from_args",
     "print_note",
+    "is_study_file",
     "summary_line",
 ]

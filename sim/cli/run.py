@@ -10,6 +10,7 @@ from sim.cli.common import (
     add_set_argument,
     add_timeline_arguments,
     check_out_path,
+    is_study_file,
     options_from_args,
     overrides_from_args,
     print_note,
@@ -39,6 +40,9 @@ def run_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         timeline = options_from_args(args)
+        if is_study_file(args.config):
+            raise ValueError(f"{args.config}: this is a study (base + variants), not one "
+                             f"experiment: run it with moska-sim compare {args.config}")
         config = load_config(args.config, overrides_from_args(args))
         out = check_out_path(args.out if args.out is not None else default_out_dir(config.name))
         result = run_simulation(config, progress=not args.no_progress, timeline=timeline,
