@@ -51,6 +51,9 @@ def replay_main(argv: list[str]) -> int:
         return 2
     print_note(result.timeline)
     s = result.summary
+    for note in s["notes"]:  # the replay's notes (chunk mapping, model); cycling printed itself
+        if note.startswith("replay:") and "cycle" not in note:
+            print(f"note: {note}", file=sys.stderr)
     r = s["replay"]
     print(f"{s['name']} (replay of {r['trace']}): {summary_line(s)}; "
           f"{r['queries_used']} queries routed from the trace's {r['queries_in_trace']} "

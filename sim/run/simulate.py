@@ -49,9 +49,24 @@ class RunResult:
 # -- progress ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def _progress_bar(enabled: bool, total: float, unit: str) -> Iterator[Callable[[float], None]]:
-    """A rich progress bar on stderr, or a no-op when disabled or not a terminal."""
-    if not enabled or not sys.stderr.isatty():
+    """A rich progress bar on stderr; when stderr is not a terminal (a log, CI), a plain line
+    per tenth of the run at most every 5 s; a no-op when disabled."""
+    if not enabled:
         yield lambda _x: None
+        return
+    if not sys.stderr.isatty():
+        state = {"t": time.perf_counter(), "frac": 0.0}
+
+        def line(x: float) -> None:
+            frac = min(1.0, x / total) if total else 1.0
+            now = time.perf_counter()
+            if frac - state["frac"] >= 0.1 and now - state["t"] >= 5.0:
+                state.update(t=now, frac=frac)
+                digits = 2 if unit == "s" else 0
+                print(f"simulating: {x:,.{digits}f}/{total:,.{digits}f} {unit} ({frac:.0%})",
+                      file=sys.stderr, flush=True)
+
+        yield line
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
