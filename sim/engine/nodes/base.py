@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from simpy import Interrupt
+from simpy.events import Event
+
 from sim.engine.kernel import Engine
 
 
@@ -19,7 +22,8 @@ class NodeStats:
 
 
 class Node:
-    """Identity (``<kind><index>``), host index on the fabric (-1: none), busy time."""
+    """Identity (``<kind><index>``), host index on the fabric (-1: none), busy time, and
+    the up/failed state of its process (subclasses fill ``_serve``)."""
 
     kind: ClassVar[str] = "node"
 
@@ -32,6 +36,31 @@ class Node:
         self.busy_ns = 0
         self.busy_until = 0
         self.tl: Any = None  # the timeline recorder (sim.engine.timeline), when one is attached
+        self.up = True  # False while failed (faults)
+        self._recovered: Event | None = None
+
+    def run(self):  # noqa: ANN201 - a SimPy process
+        """Serve while up; a failure interrupts the work and the node waits for recovery."""
+        while True:
+            try:
+                if self.up:
+                    yield from self._serve()
+                else:  # failed: wait for recovery
+                    self._recovered = self.env.event()
+                    yield self._recovered
+            except Interrupt:
+                pass
+
+    def _serve(self):  # noqa: ANN202 - the node's work loop (a SimPy process body)
+        raise NotImplementedError
+
+    def recover(self) -> None:
+        """Back up after a failure: the waiting process resumes serving."""
+        self.up = True
+        ev = self._recovered
+        if ev is not None and not ev.triggered:
+            self._recovered = None
+            ev.succeed()
 
     def _busy(self, ns: int) -> None:
         """The node works for ``ns`` from now."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-from simpy import Interrupt
 from simpy.events import Event
 
 from sim.engine.fabric import Fabric
@@ -76,8 +75,6 @@ class SharedNode(Node):
         self.split_messages = 0
         self.prefill_jobs = 0
         self.prefill_busy_ns = 0
-        self.up = True
-        self._recovered: Event | None = None
         self._current: tuple | None = None  # faults: the launch or job now running
         self.process = self.env.process(self.run())
 
@@ -131,17 +128,6 @@ class SharedNode(Node):
             ev.succeed()
 
     # -- the node's process ---------------------------------------------------------------
-    def run(self):
-        while True:
-            try:
-                if self.up:
-                    yield from self._serve()
-                else:  # failed: wait for recovery
-                    self._recovered = self.env.event()
-                    yield self._recovered
-            except Interrupt:
-                pass
-
     def fail(self) -> tuple[list[QueryMessage], list[PrefillJob]]:
         """The node fails now: its launch stops and its queue is handed back (messages
         whose queries were not all done, and prefill jobs)."""
@@ -177,13 +163,6 @@ class SharedNode(Node):
         if self.process.is_alive and self.process.target is not None:
             self.process.interrupt("failed")
         return msgs, jobs
-
-    def recover(self) -> None:
-        self.up = True
-        ev = self._recovered
-        if ev is not None and not ev.triggered:
-            self._recovered = None
-            ev.succeed()
 
     def _serve(self):
         env = self.env

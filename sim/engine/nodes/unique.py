@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-from simpy import Interrupt
 from simpy.events import Event
 
 from sim.engine.fabric import Fabric
@@ -116,9 +115,7 @@ class UniqueNode(Node):
         self.link_busy_ns = 0  # tp > 1: collectives on the replica's internal link
         self.faults = None  # the fault manager (sim.engine.faults), when the run has faults
         self._jobs_sent: list[PrefillJob] = []
-        self.up = True
         self.recovers: int | None = 0  # faults: when a failed node comes back (None: never)
-        self._recovered: Event | None = None
         self.process = self.env.process(self.run())
 
     # -- load and arrivals ----------------------------------------------------------------
@@ -141,20 +138,6 @@ class UniqueNode(Node):
             wake.succeed()
 
     # -- the node's process ---------------------------------------------------------------
-    def run(self):  # noqa: ANN201 - a SimPy process
-        if self.faults is None:
-            yield from self._serve()
-            return
-        while True:
-            try:
-                if self.up:
-                    yield from self._serve()
-                else:  # failed: wait for recovery
-                    self._recovered = self.env.event()
-                    yield self._recovered
-            except Interrupt:
-                pass
-
     def fail(self, recovers_ns: int | None) -> list[tuple[int, int]]:
         """The node fails now: its KV is lost. Returns every request it held (decoding,
         prefilling, waiting) as (id, tokens generated so far), in request order."""
@@ -183,13 +166,6 @@ class UniqueNode(Node):
         if self.process.is_alive:
             self.process.interrupt("failed")
         return sorted(out.items())
-
-    def recover(self) -> None:
-        self.up = True
-        ev = self._recovered
-        if ev is not None and not ev.triggered:
-            self._recovered = None
-            ev.succeed()
 
     def _remove(self, rids: set[int]) -> list[tuple[int, int]]:
         """Take requests ``rids`` off this node (their KV freed); (id, tokens made)."""
