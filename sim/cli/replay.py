@@ -45,6 +45,8 @@ def replay_main(argv: list[str]) -> int:
         result = replay_simulation(args.trace, config, arrivals=args.arrivals,
                                    progress=not args.no_progress, timeline=timeline,
                                    write=False)
+        if not args.no_progress:  # the report's plots take a few seconds
+            print(f"writing {out} (data, plots, report) ...", file=sys.stderr, flush=True)
         result.out_dir = write_results(result, out)
     except (ValueError, KeyError) as exc:
         print(f"moska-sim replay: error: {exc}", file=sys.stderr)

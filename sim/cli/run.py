@@ -47,6 +47,8 @@ def run_main(argv: list[str]) -> int:
         out = check_out_path(args.out if args.out is not None else default_out_dir(config.name))
         result = run_simulation(config, progress=not args.no_progress, timeline=timeline,
                                 write=False)
+        if not args.no_progress:  # the report's plots take a few seconds
+            print(f"writing {out} (data, plots, report) ...", file=sys.stderr, flush=True)
         result.out_dir = write_results(result, out)
     except (ValueError, KeyError) as exc:
         print(f"moska-sim run: error: {exc}", file=sys.stderr)
