@@ -191,6 +191,16 @@ def is_study_file(path: str | Path) -> bool:
         return False
 
 
+def write_results_announced(result: Any, out: Path, quiet: bool) -> Path:
+    """Write ``result``'s folder at ``out``, saying so first unless ``quiet`` (the report's
+    plots take a few seconds); returns the folder."""
+    from sim.run.results import write_results
+
+    if not quiet:
+        print(f"writing {out} (data, plots, report) ...", file=sys.stderr, flush=True)
+    return write_results(result, out)
+
+
 def summary_line(s: dict) -> str:
     """The one-line outcome a command prints: requests, simulated time, throughput."""
     return (f"{s['requests_completed']} completed, {s['requests_in_flight']} in flight, "
@@ -211,4 +221,5 @@ __all__ = [
     "print_note",
     "is_study_file",
     "summary_line",
+    "write_results_announced",
 ]

@@ -15,10 +15,11 @@ from sim.cli.common import (
     overrides_from_args,
     print_note,
     summary_line,
+    write_results_announced,
 )
 from sim.config import load_config
 from sim.run.replay import replay_simulation
-from sim.run.results import default_out_dir, write_results
+from sim.run.results import default_out_dir
 
 
 def replay_main(argv: list[str]) -> int:
@@ -45,9 +46,7 @@ def replay_main(argv: list[str]) -> int:
         result = replay_simulation(args.trace, config, arrivals=args.arrivals,
                                    progress=not args.no_progress, timeline=timeline,
                                    write=False)
-        if not args.no_progress:  # the report's plots take a few seconds
-            print(f"writing {out} (data, plots, report) ...", file=sys.stderr, flush=True)
-        result.out_dir = write_results(result, out)
+        result.out_dir = write_results_announced(result, out, args.no_progress)
     except (ValueError, KeyError) as exc:
         print(f"moska-sim replay: error: {exc}", file=sys.stderr)
         return 2

@@ -15,11 +15,12 @@ from sim.cli.common import (
     overrides_from_args,
     print_note,
     summary_line,
+    write_results_announced,
 )
 from sim.config import load_config
 from sim.report import verdict_lines
 from sim.run import run_simulation
-from sim.run.results import default_out_dir, write_results
+from sim.run.results import default_out_dir
 
 
 def run_main(argv: list[str]) -> int:
@@ -47,9 +48,7 @@ def run_main(argv: list[str]) -> int:
         out = check_out_path(args.out if args.out is not None else default_out_dir(config.name))
         result = run_simulation(config, progress=not args.no_progress, timeline=timeline,
                                 write=False)
-        if not args.no_progress:  # the report's plots take a few seconds
-            print(f"writing {out} (data, plots, report) ...", file=sys.stderr, flush=True)
-        result.out_dir = write_results(result, out)
+        result.out_dir = write_results_announced(result, out, args.no_progress)
     except (ValueError, KeyError) as exc:
         print(f"moska-sim run: error: {exc}", file=sys.stderr)
         return 2

@@ -192,13 +192,24 @@ class Pricer:
                 phase[PHASE_INDEX[o.phase]] += t
                 continue
             phase[PHASE_INDEX[o.phase]] += t * self.layers
-            if after:
+            part = self._part(o, after, remote)
+            if part == "post":
                 post += t
-            elif remote and self.overlap and o.phase == "unique_attention":
+            elif part == "overlap":
                 overlap += t
             else:
                 pre += t
         return DecodeCost(pre, post, step, np.asarray(phase, dtype=np.float64), overlap, link)
+
+    def _part(self, o: StepOp, after: bool, remote: bool) -> str:
+        """Where a unique-side op falls in its layer: 'pre' (the round trip waits for it),
+        'overlap' (it runs while the round trip is in flight: attention over the node's own
+        KV, when overlap is on) or 'post' (after the partials are back)."""
+        if after:
+            return "post"
+        if remote and self.overlap and o.phase == "unique_attention":
+            return "overlap"
+        return "pre"
 
     def _unique_side_ns(self, o: StepOp) -> int:
         """An op of the unique replica: a kernel on its chip, or a transfer on its link."""
@@ -246,9 +257,10 @@ class Pricer:
             t = self._unique_side_ns(o)
             if o.where == "node":
                 link += t
-            if after:
+            part = self._part(o, after, remote)
+            if part == "post":
                 post += t
-            elif remote and self.overlap and o.phase == "unique_attention":
+            elif part == "overlap":
                 overlap += t
             else:
                 pre += t
