@@ -191,6 +191,8 @@ class Fabric:
         self.down: dict[tuple[str, str], int | None] = {}
         self.scale: dict[int, float] = {}
         self._stalled: list[list] = []
+        # reserved messages (no delivery event) whose bytes are not yet counted received
+        self._unheard: list[tuple[int, int, int]] = []
         self.faults = None  # the fault manager, when the run has faults
         self.tl = None  # the timeline recorder (sim.engine.timeline), when one is attached
 
@@ -239,16 +241,46 @@ class Fabric:
         """
         if src == dst:
             raise ValueError(f"fabric: message from host {self.hosts[src]} to itself")
-        env = self.engine.env
-        now = env.now
         r = self._routes.get((src, dst)) or self.route(src, dst)
         if r is None:  # faults: no live route now
             return self._stall(src, dst, nbytes, rounds, event, on_delivery, on_lost)
+        env = self.engine.env
+        now = env.now
+        delivery = self._reserve(r, src, dst, nbytes, rounds, now)
+        ev = event if event is not None else Event(env)
+        ev.callbacks.insert(0, _Delivered(self.bytes_received, dst, nbytes))
+        if on_delivery is not None:
+            ev.callbacks.append(on_delivery)
+        # NOTE: for performance: Engine.fire_after inlined (one scheduled event per message)
+        ev._ok = True
+        ev._value = None
+        env.schedule(ev, NORMAL, delivery - now)
+        return delivery
+
+    def reserve(self, src: int, dst: int, nbytes: int, *, rounds: int = 1) -> int:
+        """Issue a message now with no delivery event; returns its delivery time (ns).
+
+        For a receiver that learns the time itself (a round trip collecting its replies);
+        its bytes count as received once the clock passes the delivery time (``-1``: the
+        fabric has no live route now: use ``send``, which waits for one)."""
+        r = self._routes.get((src, dst)) or self.route(src, dst)
+        if r is None:
+            return -1
+        now = self.engine.env.now
+        delivery = self._reserve(r, src, dst, nbytes, rounds, now)
+        self._unheard.append((delivery, dst, nbytes))
+        if len(self._unheard) > 4096:
+            self._hear(now)
+        return delivery
+
+    def _reserve(self, r: Route, src: int, dst: int, nbytes: int, rounds: int, now: int) -> int:
+        """Reserve the path's links for the message from ``now`` on; its delivery time."""
         links = r.links
         free_at = self.free_at
         start = now
         for li in links:
-            start = max(start, free_at[li])
+            if free_at[li] > start:
+                start = free_at[li]
         bpn = self.bytes_per_ns
         if self.scale:
             bpn *= min(self.scale.get(li, 1.0) for li in links)
@@ -272,16 +304,18 @@ class Fabric:
         if self.tl is not None:
             self.tl.transfer(links, start, ser, nbytes, src, dst, rounds)
         self.bytes_sent[src] += nbytes
-        ev = event if event is not None else Event(env)
-        ev.callbacks.insert(0, _Delivered(self.bytes_received, dst, nbytes))
-        if on_delivery is not None:
-            ev.callbacks.append(on_delivery)
-        delivery = end + rounds * r.latency_ns
-        # NOTE: for performance: Engine.fire_after inlined (one scheduled event per message)
-        ev._ok = True
-        ev._value = None
-        env.schedule(ev, NORMAL, delivery - now)
-        return delivery
+        return end + rounds * r.latency_ns
+
+    def _hear(self, t: int) -> None:
+        """Count the bytes of reserved messages delivered by ``t`` as received."""
+        left = []
+        rec = self.bytes_received
+        for item in self._unheard:
+            if item[0] <= t:
+                rec[item[1]] += item[2]
+            else:
+                left.append(item)
+        self._unheard = left
 
     # -- faults ---------------------------------------------------------------------------
     def cable(self, name: str) -> tuple[str, str]:
@@ -402,10 +436,12 @@ class Fabric:
         return out
 
     def in_flight_bytes(self) -> int:
+        self._hear(self.engine.env.now)
         return sum(self.bytes_sent) - sum(self.bytes_received)
 
     def stats(self, t_end: int) -> FabricStats:
         """The fabric's part of the summary at ``t_end``: each link's busy ns, and bytes."""
+        self._hear(t_end)
         return FabricStats(dict(zip(self.link_names, self.busy_within(t_end))), {
             "sent": dict(zip(self.hosts, self.bytes_sent)),
             "received": dict(zip(self.hosts, self.bytes_received)),

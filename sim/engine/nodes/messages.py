@@ -5,7 +5,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from simpy.events import Event
+from simpy.events import NORMAL, Event
+
+
+class RoundTrip:
+    """The replies of one round trip, collected without an event per reply: each sender
+    reports when its partials will arrive (``arrived``), and when the last has reported,
+    ``event`` fires once, at the latest arrival (not before ``not_before``: the unique
+    node's own overlapped work). Runs without faults only (a lost reply needs an event)."""
+
+    __slots__ = ("env", "event", "left", "latest", "not_before")
+
+    def __init__(self, env, event: Event, left: int, not_before: int) -> None:  # noqa: ANN001
+        self.env = env
+        self.event = event
+        self.left = left
+        self.latest = not_before
+        self.not_before = not_before
+
+    # a sender that gave up on it (faults) tests this; a round trip is never given up
+    triggered = False
+
+    def arrived(self, t_ns: int) -> None:
+        """One reply will be back at ``t_ns``."""
+        if t_ns > self.latest:
+            self.latest = t_ns
+        self.left -= 1
+        if not self.left:
+            ev = self.event
+            ev._ok = True
+            ev._value = None
+            self.env.schedule(ev, NORMAL, self.latest - self.env.now)
 
 
 @dataclass(slots=True, eq=False)
@@ -23,7 +53,7 @@ class QueryMessage:
     remaining: np.ndarray  # int64[local chunks]: queries per chunk not yet computed
     requests: int
     rounds: int
-    reply: Event
+    reply: Event | RoundTrip
     t_sent: int
     max_count: int = 0  # remaining.max(), kept to spare a reduction per look
     pairs: int = 0  # remaining.sum()
@@ -45,7 +75,7 @@ class PrefillJob:
     cost_ns: int
     partial_bytes: int
     rounds: int
-    reply: Event
+    reply: Event | RoundTrip
     t_sent: int
     t_arrive: int = -1
     t_start: int = -1
@@ -56,4 +86,4 @@ class PrefillJob:
     lost: str | None = None
 
 
-__all__ = ["PrefillJob", "QueryMessage"]
+__all__ = ["PrefillJob", "QueryMessage", "RoundTrip"]

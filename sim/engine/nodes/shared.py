@@ -25,7 +25,7 @@ from simpy.events import Event
 from sim.engine.fabric import Fabric
 from sim.engine.kernel import Engine
 from sim.engine.nodes.base import Node, NodeStats
-from sim.engine.nodes.messages import PrefillJob, QueryMessage
+from sim.engine.nodes.messages import PrefillJob, QueryMessage, RoundTrip
 from sim.engine.nodes.pricing import Pricer
 
 
@@ -299,8 +299,14 @@ class SharedNode(Node):
                                      self.pricer.partial_bytes(msg.requests) * msg.rounds,
                                      msg.rounds, msg.reply)
 
-    def _reply(self, dst_host: int, nbytes: int, rounds: int, reply: Event) -> int:
+    def _reply(self, dst_host: int, nbytes: int, rounds: int, reply: Event | RoundTrip) -> int:
         """Send partials back; returns when they arrive (ns)."""
+        if type(reply) is RoundTrip:  # no event of its own: the round trip is told when
+            fabric = self.fabric
+            t = self.env.now if fabric is None else fabric.reserve(
+                self.host, dst_host, nbytes, rounds=rounds)
+            reply.arrived(t)
+            return t
         if reply.triggered:  # faults: its sender gave up on it (timed out)
             return self.env.now
         if self.fabric is None:
