@@ -83,3 +83,21 @@ def test_bucket_is_exact_small_and_within_0_8_percent():
     for x in range(257, 200_000, 37):
         assert abs(bucket(x) - x) / x <= 1 / 128
     assert bucket(4096) == 4096
+
+
+@pytest.mark.parametrize("popularity", ["uniform", {"zipf": 1.1}])
+@pytest.mark.parametrize("n,S", [(1, 2), (6, 2), (40, 4), (200, 2), (7, 1)])
+def test_a_step_of_layers_drawn_at_once_equals_layer_by_layer(popularity, n, S):
+    """route_layers draws every layer of a step in one call; from the same stream state it
+    must give what that many route calls give, layer for layer (counts, requests, pairs,
+    maxima), whichever path (exact, inverted CDF, rounded normal, Zipf) draws them."""
+    layers = 5
+    at_once = router(popularity, S, exact_max=1, seed=7).route_layers(n, layers)
+    one_by_one = router(popularity, S, exact_max=1, seed=7)
+    for layer, loads in enumerate(at_once):
+        ref = one_by_one.route(n, layer)
+        assert len(loads) == len(ref) == S
+        for a, b in zip(loads, ref):
+            assert np.array_equal(a.counts, b.counts)
+            assert (a.requests, a.pairs, a.max_count) == (b.requests, b.pairs, b.max_count)
+            assert a.pairs == int(a.counts.sum()) and a.max_count == int(a.counts.max())

@@ -67,7 +67,7 @@ class Cluster:
         if self.remote_shared:
             self.router = self._build_router(make_router)
             for u in self.unique:
-                u.route = self.router.route
+                u.route = self.router.route_layers
         self.faults: FaultManager | None = None
         if exp.faults.faults:
             self.faults = FaultManager(self.engine, exp.faults, unique=self.unique,

@@ -239,6 +239,39 @@ class QueryRouter:
             out.append(NodeLoad(c, reqs[s], pairs[s], int(c.max()) if len(c) else 0))
         return out
 
+    def route_layers(self, n_queries: int, layers: int) -> list[list[NodeLoad]]:
+        """``route`` for ``layers`` consecutive layers of one step, drawn at once.
+
+        NOTE: for performance: the binomial draws of every layer are one numpy call (the
+        same numbers, in the same order, as ``layers`` calls of ``route``); the exact and
+        Zipf paths draw layer by layer."""
+        S = self.S
+        if (layers == 1 or n_queries <= self.exact_max_queries or not self._regular
+                or not self.uniform or self.k == self.n_chunks):
+            return [self.route(n_queries, layer) for layer in range(layers)]
+        self.binomial_draws += layers
+        p, touch = self._probabilities()
+        N = self.n_chunks
+        if self._min_var_ok(n_queries):
+            mean = n_queries * p
+            sd = np.sqrt(mean * (1.0 - p))
+            z = self.rng.standard_normal((layers, N))
+            per_chunk = np.clip(np.rint(mean + sd * z), 0, n_queries).astype(np.int64)
+        else:
+            u = self.rng.random((layers, N))
+            cdf = self._binomial_cdf(n_queries, float(p[0]))
+            per_chunk = cdf.searchsorted(u, side="right").astype(np.int64, copy=False)
+        mat = per_chunk.reshape(layers, -1, S).transpose(0, 2, 1).copy()  # (layer, node, slot)
+        pairs = np.add.reduce(mat, axis=2).tolist()
+        maxs = np.maximum.reduce(mat, axis=2).tolist()
+        out = []
+        for layer in range(layers):
+            lp, lm, m = pairs[layer], maxs[layer], mat[layer]
+            reqs = self._requests(n_queries, lp, touch)
+            out.append([NodeLoad(m[s], reqs[s], lp[s], lm[s]) for s in range(S)])
+        return out
+
+
 
 
 
@@ -282,6 +315,15 @@ class ShardRouter:
         maxs = np.maximum.reduce(mat, axis=1).tolist() if mat.shape[1] else [0] * S
         local = self._local_chunks
         return [NodeLoad(mat[s, :local[s]], reqs[s], pairs[s], maxs[s]) for s in range(S)]
+
+    def route_layers(self, corpus_ids: np.ndarray, batch: int,
+                     layers: int) -> list[list[NodeLoad]]:
+        """``route`` for ``layers`` consecutive layers of one step (layer 0 first), drawn
+        at once where the routers can."""
+        routers = self.routers
+        if len(routers) == 1 and self.single_corpus:
+            return routers[0].route_layers(batch, layers)
+        return [self.route(corpus_ids, batch, layer) for layer in range(layers)]
 
     @property
     def exact_draws(self) -> int:

@@ -25,7 +25,7 @@ never loops over decoding requests in Python.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from simpy.events import Event
@@ -81,7 +81,8 @@ class UniqueNode(Node):
         self.fabric = fabric
         self.shared_nodes = shared_nodes
         self.service_scale = service_scale
-        self.route: Callable[[np.ndarray, int, int], list[NodeLoad]] | None = None
+        # (corpus ids, batch, layers) -> per layer, the batch's routed queries per shared node
+        self.route: Callable[[np.ndarray, int, int], list[list[NodeLoad]]] | None = None
         self.on_completed: Callable[[np.ndarray], None] = lambda _ids: None
         self.pricer = pricer
         self.capacity_bytes = capacity_bytes
@@ -369,6 +370,7 @@ class UniqueNode(Node):
         env = self.env
         tl = self.tl
         carry = 0  # own work due before the next send: the previous round trip's post
+        loads = self.route(self.R[:, CORPUS], B, reps) if B else None
         for layer in range(reps):
             t = carry + pre * rounds
             if t:
@@ -379,7 +381,7 @@ class UniqueNode(Node):
             if overlap:
                 self._busy(overlap * rounds)
             rt = RoundTrip(env, Event(env), 0, t_own)
-            msgs = self._send(B, layer, rounds, pshared, pq, pp, rt)
+            msgs = self._send(loads[layer] if B else (), layer, rounds, pshared, pq, pp, rt)
             sent = rt.left
             if tl is not None and sent:  # the node waits once its own work is done
                 tl.round_trip_begin(self.index, t_own, sent)
@@ -407,11 +409,13 @@ class UniqueNode(Node):
         tl = self.tl
         all_msgs: list[QueryMessage] = []
         all_replies: list[Event] = []
+        loads = self.route(self.R[:, CORPUS], B, reps) if B else None
         for layer in range(reps):
             if pre:
                 self._busy(pre * rounds)
                 yield env.timeout(pre * rounds)
-            msgs, replies = self._send_faulty(B, layer, rounds, pshared, pq, pp)
+            msgs, replies = self._send_faulty(loads[layer] if B else (), layer, rounds,
+                                              pshared, pq, pp)
             all_msgs += msgs
             all_replies += replies
             t_sent = env.now
@@ -472,18 +476,19 @@ class UniqueNode(Node):
         log.resume_done[ids] = 0
         return rows
 
-    def _send(self, B: int, layer: int, rounds: int, prefill_ns: int, qbytes: int,
-              pbytes: int, rt: RoundTrip) -> list[QueryMessage]:
+    def _send(self, loads: Sequence[NodeLoad], layer: int, rounds: int, prefill_ns: int,
+              qbytes: int, pbytes: int, rt: RoundTrip) -> list[QueryMessage]:
         """This round trip's work for the shared nodes: the decode batch's routed queries
-        and the prefill chunk's corpus attention (a job on every shared node); their
-        replies report to ``rt`` (``rt.left``: how many are expected)."""
+        (``loads``: per shared node; empty: no decode) and the prefill chunk's corpus
+        attention (a job on every shared node); their replies report to ``rt``
+        (``rt.left``: how many are expected)."""
         env = self.env
         fabric = self.fabric
         now = env.now
         msgs: list[QueryMessage] = []
-        if B:
+        if loads:
             qb = self.pricer.query_bytes
-            for node, load in zip(self.shared_nodes, self.route(self.R[:, CORPUS], B, layer)):
+            for node, load in zip(self.shared_nodes, loads):
                 reqs = load.requests
                 if reqs <= 0:
                     continue
@@ -503,8 +508,8 @@ class UniqueNode(Node):
         rt.left = n
         return msgs
 
-    def _send_faulty(self, B: int, layer: int, rounds: int, prefill_ns: int, qbytes: int,
-                     pbytes: int) -> tuple[list[QueryMessage], list[Event]]:
+    def _send_faulty(self, loads: Sequence[NodeLoad], layer: int, rounds: int, prefill_ns: int,
+                     qbytes: int, pbytes: int) -> tuple[list[QueryMessage], list[Event]]:
         """``_send`` through the fault manager: each message goes to the live copy of its
         shared node's chunks, or waits for one."""
         env = self.env
@@ -512,8 +517,8 @@ class UniqueNode(Node):
         faults = self.faults
         msgs: list[QueryMessage] = []
         replies: list[Event] = []
-        if B:
-            for node, load in zip(self.shared_nodes, self.route(self.R[:, CORPUS], B, layer)):
+        if loads:
+            for node, load in zip(self.shared_nodes, loads):
                 if load.requests <= 0:
                     continue
                 msg = QueryMessage(self.host, layer, load.counts, load.requests, rounds,
