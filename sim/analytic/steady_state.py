@@ -58,6 +58,7 @@ class Scenario:
     unique_hbm_fraction: float = HBM_USABLE_FRACTION
     shared_hbm_fraction: float = HBM_USABLE_FRACTION
     baseline_tp: int | None = None  # the baselines' replica size; None: the best power of 2
+    microbatches: int = 1  # 2: a replica's batch in two halves taking turns (ping-pong)
 
     @property
     def unique_usable_bytes(self) -> float:
@@ -281,6 +282,8 @@ def _evaluate_disaggregated(sc: Scenario, concurrency: int) -> SystemPoint:
             wait = layers * sc.window_ns
             step += wait
             phases["queueing"] = phases.get("queueing", 0.0) + wait
+    if sc.shared_tokens and sc.microbatches > 1 and batch > 1:
+        step, phases = _ping_pong_step_ns(sc, batch, concurrency)
     pt.feasible = True
     pt.step_latency_ms = step / 1e6
     pt.throughput_tokens_per_s = concurrency / (step / 1e9)
@@ -289,6 +292,52 @@ def _evaluate_disaggregated(sc: Scenario, concurrency: int) -> SystemPoint:
     pt.breakdown_ms = {k: v / 1e6 for k, v in phases.items()}
     pt.bound = _dominant(ops, sc)
     return pt
+
+
+def _ping_pong_step_ns(sc: Scenario, batch: int, concurrency: int) -> tuple[float, dict[str, float]]:
+    """A decode step with the replica's batch in two halves that take turns on its compute
+    (``batching.microbatches: 2``), and its breakdown.
+
+    Per layer a half needs ``c`` of the replica's compute before and after its round trip,
+    ``o`` that may overlap it (unique attention, with overlap on) and a round trip ``r``
+    (query send, the shared launch of every replica's half, the window, the return). Two
+    halves on one compute, steady state: a layer takes the longest of the compute both
+    halves need, ``2 (c + o)``; one half's own cycle, ``c + max(o, r)`` (``c + o + r``
+    without overlap); and the shared node's two launches, ``2 s``. Ops run once a step
+    (lm_head) run once per half."""
+    half = -(-batch // 2)
+    shared_queries = -(-concurrency // 2)
+    ops = decode_step_ops(
+        sc.model, sc.system, sc.precision, half, sc.unique_tokens, sc.shared_tokens,
+        keep_fraction=sc.keep_fraction, chunk_tokens=sc.chunk_tokens,
+        shared_queries=shared_queries, shared_nodes=max(sc.shared_nodes, 1), tp=sc.tp)
+    own = over = shared = per_step = 0.0
+    phases: dict[str, float] = {}
+    for o in ops:
+        if o.where == "fabric":
+            continue
+        t = op_time_ns(o, sc.unique_chip, sc.shared_chip, sc.link, sc.node_link)
+        if o.where == "shared":
+            shared += t
+            continue
+        if o.per == "step":
+            per_step += t
+        elif sc.overlap and o.phase == "unique_attention":
+            over += t
+        else:
+            own += t
+        reps = 1 if o.per == "step" else sc.model.layers
+        phases[o.phase] = phases.get(o.phase, 0.0) + 2 * t * reps
+    send, ret = moska_fabric_ns(sc, half, shared_queries)
+    biggest = max(b for b, _ in _shared_histogram(ops))
+    wait = sc.window_ns if biggest < sc.max_batch and sc.window_ns > 0 else 0.0
+    trip = send + shared + ret + wait
+    cycle = own + (max(over, trip) if sc.overlap else over + trip)
+    layer = max(2 * (own + over), cycle, 2 * shared)
+    step = sc.model.layers * layer + 2 * per_step
+    # what the halves' own work does not fill is time the replica waits on a round trip
+    phases["queueing"] = phases.get("queueing", 0.0) + step - sum(phases.values())
+    return step, phases
 
 
 def _shared_histogram(ops: list[StepOp]) -> tuple[tuple[int, int], ...]:
@@ -346,6 +395,7 @@ def scenario(exp: Experiment, unique_tokens: int | None = None) -> Scenario:
         node_link=exp.cluster.unique.link,
         unique_hbm_fraction=exp.cluster.unique.hbm_usable_fraction,
         shared_hbm_fraction=exp.cluster.shared.hbm_usable_fraction,
+        microbatches=exp.batching.microbatches,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from sim.analytic import scenario
 from sim.analytic.sweeps import analyze, text_table, tokens_label, write_outputs
 from sim.atomic import staged_folder
-from sim.cli.common import ArgumentParser, check_out_path
+from sim.cli.common import ArgumentParser, add_set_argument, check_out_path, overrides_from_args
 from sim.config import analysis_settings, load_config, resolve
 
 
@@ -27,8 +27,9 @@ def analyze_main(argv: list[str]) -> int:
     p.add_argument("--out", help="folder for analysis.json/.png/.md "
                                  "(default results/<name>-analysis-<timestamp>)")
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
+    add_set_argument(p, "batching.microbatches=2")
     args = p.parse_args(argv)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides_from_args(args))
     out: Path | None = None
     if not args.no_write:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

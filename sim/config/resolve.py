@@ -87,6 +87,7 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
             if cfg.batching.prefill_chunk_tokens is not None else None,
             shared_policy=str(cfg.batching.shared_policy),
             overlap=bool(cfg.batching.overlap),
+            microbatches=int(cfg.batching.microbatches),
             prefill_placement=str(cfg.batching.prefill_placement)),
         run=RunSpec(
             requests=int(run.requests) if run.requests is not None else None,

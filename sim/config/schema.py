@@ -437,6 +437,11 @@ class Batching(StrictModel):
                                     "(decode_first) or in arrival order (fifo)")
     overlap: bool = Field(
         True, description="unique attention runs while the shared round trip is in flight")
+    microbatches: integer(ge=1, le=2) = Field(
+        1, description="1: a unique node's decode batch makes each round trip as one; 2: "
+                       "split in two halves that take turns (ping-pong), one's own work "
+                       "while the other's round trip is in flight (systems with shared "
+                       "nodes; not with faults)")
     prefill_placement: choice("on_unique", "dedicated") = Field(
         "on_unique", description="where prompts are prefilled: on_unique (chunked, beside "
                                  "decode) or dedicated (cluster.prefill nodes; KV moved over "
@@ -635,6 +640,10 @@ class ExperimentConfig(StrictModel):
             issues.append(("cluster.prefill.nodes", ("expected an integer >= 1 with "
                                                      "batching.prefill_placement: dedicated, "
                                                      f"got {self.cluster.prefill.nodes}")))
+        if self.batching.microbatches > 1 and self.faults:
+            issues.append(("batching.microbatches", (
+                f"expected 1 when faults are injected (micro-batches under faults are not "
+                f"modelled), got {self.batching.microbatches}")))
         if issues:
             raise cross_fail(issues)
         return self

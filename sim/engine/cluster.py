@@ -160,7 +160,8 @@ class Cluster:
                        remote=self.remote_shared,
                        capacity_bytes=self.memory.kv_capacity_bytes,
                        max_running=exp.batching.max_running,
-                       prefill_chunk_tokens=exp.batching.prefill_chunk_tokens, tp=tp)
+                       prefill_chunk_tokens=exp.batching.prefill_chunk_tokens, tp=tp,
+                       microbatches=exp.batching.microbatches)
             for i in range(replicas)
         ]
         self.unused_shared_nodes = shared_cls.nodes - S

@@ -148,6 +148,7 @@ class BatchingSpec:
     prefill_placement: str = "on_unique"  # or "dedicated": cluster.prefill nodes
     shared_policy: str = "decode_first"  # or "fifo"
     overlap: bool = True  # unique attention while the shared round trip is in flight
+    microbatches: int = 1  # 2: the decode batch in two halves that take turns (ping-pong)
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,7 @@ _FLAT: dict[str, tuple[str, str]] = {
     "max_running": ("batching", "max_running"),
     "prefill_chunk_tokens": ("batching", "prefill_chunk_tokens"),
     "shared_policy": ("batching", "shared_policy"), "overlap": ("batching", "overlap"),
+    "microbatches": ("batching", "microbatches"),
     "prefill_placement": ("batching", "prefill_placement"),
     "prefill_nodes": ("prefill", "nodes"), "prefill_chip": ("prefill", "chip"),
     "requests": ("run", "requests"), "duration_ns": ("run", "duration_ns"),
@@ -303,7 +305,8 @@ def make_experiment(**overrides: Any) -> Experiment:
         "corpus": dict(tokens=2**20, chunk_tokens=2048, keep_fraction=0.25, corpora=1,
                        corpus_tokens=None, popularity="uniform"),
         "batching": dict(max_batch=256, window_ns=50_000, max_running=UNBOUNDED,
-                         prefill_chunk_tokens=2048, shared_policy="decode_first", overlap=True),
+                         prefill_chunk_tokens=2048, shared_policy="decode_first", overlap=True,
+                         microbatches=1),
         "run": dict(requests=None, duration_ns=None, warmup_ns=0, granularity="step",
                     service="deterministic"),
     }

@@ -73,6 +73,7 @@ class UniqueNode(Node):
         max_running: int,
         prefill_chunk_tokens: int | None = None,
         tp: int = 1,
+        microbatches: int = 1,
     ) -> None:
         super().__init__(index, host, engine)
         self.log = records.log
@@ -89,6 +90,8 @@ class UniqueNode(Node):
         self.max_running = max_running
         self.chunk_budget = prefill_chunk_tokens if prefill_chunk_tokens else 1 << 62
         self.tp = tp
+        self.microbatches = microbatches
+        self._compute_free_at = 0  # micro-batches: when the node's compute is next free
         self.layers = pricer.layers
         self.step_mode = step_mode
         self.remote = remote
@@ -308,6 +311,7 @@ class UniqueNode(Node):
         remote_decode = self.remote and B and sctx
         remote_prefill = self.remote and pshared > 0
         rt_parts = [0.0, 0.0, 0.0]  # decode's exposed round trip: shared, queueing, fabric
+        halves = None  # micro-batches: each half's (size, cost, exposed round trip)
         if not (remote_decode or remote_prefill):
             t = (pre + overlap + post) * L + step
             if self.service_scale is not None:
@@ -316,7 +320,11 @@ class UniqueNode(Node):
             yield env.timeout(t)
         else:
             rounds, reps = (L, 1) if self.step_mode else (1, L)
-            if self.faults is None:
+            if self.faults is None and self.microbatches > 1 and remote_decode and B > 1:
+                halves = yield from self._ping_pong(reps, rounds, dcost, pre - dcost.pre_ns,
+                                                    overlap - dcost.overlap_ns,
+                                                    post - dcost.post_ns, pshared, pq, pp)
+            elif self.faults is None:
                 yield from self._round_trips(reps, rounds, B if remote_decode else 0,
                                              pre, overlap, post, step, pshared, pq, pp,
                                              rt_parts)
@@ -333,7 +341,12 @@ class UniqueNode(Node):
             return
         now = env.now
         self.steps += 1
-        self._account(now - t0, B, dcost, rt_parts, len(pieces))
+        if halves is None:
+            self._account(now - t0, B, dcost, rt_parts, len(pieces))
+        else:
+            for i, (b, cost, parts) in enumerate(halves):
+                self._account(now - t0, b, cost, parts, len(pieces) if i == 0 else 0,
+                              stalled=bool(pieces))
         made = 0
         if B:
             made += B
@@ -398,6 +411,77 @@ class UniqueNode(Node):
         if t:
             self._busy(t)
             yield env.timeout(t)
+
+    def _ping_pong(self, reps: int, rounds: int, dcost: DecodeCost, xpre: int, xoverlap: int,
+                   xpost: int, pshared: int, pq: int, pp: int):  # noqa: ANN202
+        """The step as two micro-batches (``batching.microbatches: 2``): the decode batch's
+        first and second halves each run their own chain of round trips, and the node's
+        compute serves the two chains' work first come, first served, so one half's own
+        work runs while the other's round trip is in flight. The prefill chunk (``x*``:
+        its unique-side ns per layer, ``pshared``: its corpus job) rides with the first
+        half. Each half is priced at its own size and mean contexts. Returns each half's
+        (size, cost, exposed round trip parts) for the breakdown."""
+        env = self.env
+        R = self.R
+        B = len(R)
+        cut = (B + 1) // 2
+        halves = []
+        self.link_busy_ns -= dcost.link_ns  # priced again, per half
+        for rows in (R[:cut], R[cut:]):
+            b = len(rows)
+            ctx = int(rows[:, UCTX].sum() + rows[:, DONE].sum())
+            sctx = int(rows[:, SCTX].sum())
+            cost = self.pricer.decode(b, bucket((2 * ctx + b) // (2 * b)),
+                                      bucket((2 * sctx + b) // (2 * b)) if sctx else 0)
+            self.link_busy_ns += cost.link_ns
+            halves.append((b, cost, [0.0, 0.0, 0.0], rows[:, CORPUS]))
+        self._compute_free_at = env.now
+        chains = []
+        for i, (b, cost, parts, corpus) in enumerate(halves):
+            first = i == 0
+            chains.append(env.process(self._chain(
+                reps, rounds, self.route(corpus, b, reps),
+                cost.pre_ns + (xpre if first else 0),
+                cost.overlap_ns + (xoverlap if first else 0),
+                cost.post_ns + (xpost if first else 0), cost.step_ns,
+                pshared if first else 0, pq, pp, parts)))
+        yield env.all_of(chains)
+        return [(b, cost, parts) for b, cost, parts, _ in halves]
+
+    def _compute(self, ns: int) -> int:
+        """Queue ``ns`` of work on the node's compute (first come, first served, shared by
+        the micro-batches); returns when it is done."""
+        start = max(self.env.now, self._compute_free_at)
+        end = start + ns
+        self._compute_free_at = end
+        self.busy_ns += ns
+        self.busy_until = end
+        return end
+
+    def _chain(self, reps: int, rounds: int, loads: list, pre: int, overlap: int, post: int,
+               step: int, pshared: int, pq: int, pp: int, rt_parts: list[float]):  # noqa: ANN202
+        """One micro-batch's round trips: ``_round_trips`` with its own work queued on the
+        node's shared compute instead of holding it."""
+        env = self.env
+        carry = 0
+        for layer in range(reps):
+            t = carry + pre * rounds
+            if t:
+                yield env.timeout(self._compute(t) - env.now)
+            t_sent = env.now
+            t_own = self._compute(overlap * rounds) if overlap else t_sent
+            rt = RoundTrip(env, Event(env), 0, t_own)
+            msgs = self._send(loads[layer], layer, rounds, pshared, pq, pp, rt)
+            if not rt.left:
+                rt.left = 1
+                rt.arrived(t_own)
+            yield rt.event
+            if msgs:
+                self._round_trip_parts(msgs, env.now - t_own, t_sent, rt_parts)
+            carry = post * rounds
+        t = carry + step
+        if t:
+            yield env.timeout(self._compute(t) - env.now)
 
     def _round_trips_faulty(self, reps: int, rounds: int, B: int, pre: int, overlap: int,
                             post: int, step: int, pshared: int, pq: int, pp: int,
@@ -580,11 +664,12 @@ class UniqueNode(Node):
         parts[2] += (rt - crit.compute_ns - wait) * k
 
     def _account(self, step_ns: int, B: int, dcost: DecodeCost | None,
-                 rt_parts: list[float], prompts: int) -> None:
+                 rt_parts: list[float], prompts: int, stalled: bool | None = None) -> None:
         """Split the step's time over breakdown phases, per decoding request; the parts sum
         to ``step_ns`` x B (what no phase explains is time the step spent on the prefill
-        chunk, or waiting for the other work of the round trip). Prompts in the step spend
-        it in ``prefill``."""
+        chunk, or waiting for the other work of the round trip, or for the other
+        micro-batch). Prompts in the step spend it in ``prefill``; ``stalled`` (default:
+        whether it had prompts) books the unexplained part as ``prefill_stall``."""
         bd = self.breakdown
         if prompts:
             bd[_PREFILL] += step_ns * prompts
@@ -596,7 +681,8 @@ class UniqueNode(Node):
         bd[_QUEUE] += rt_parts[1] * B
         bd[_FABRIC] += rt_parts[2] * B
         rest = step_ns - float(own.sum()) - sum(rt_parts)
-        bd[_STALL if prompts else _QUEUE] += rest * B
+        stall = bool(prompts) if stalled is None else stalled
+        bd[_STALL if stall else _QUEUE] += rest * B
 
     def _retire(self, now: int) -> None:
         """Remove the requests that have made all their tokens (vectorised)."""
