@@ -82,7 +82,7 @@ def check_same_shapes(cfg: Any, doc: dict[str, Any], source: str) -> None:
         "system": (cfg.system, simulated_system(doc)),
         "model": (cfg.model, {"llama-3.1-8b": "llama-3.1-8b"}.get(eng["preset"], eng["preset"])),
         "precision": (cfg.precision, DTYPE_PRECISION.get(eng["dtype"])),
-        "shared tokens": (int(sh.tokens), int(eng["shared_tokens"])),
+        "shared tokens": (int(sh.tokens or 0), int(eng["shared_tokens"])),
         "chunk tokens": (int(sh.chunk_tokens), int(eng["chunk_tokens"])),
         "keep fraction": (float(sh.keep_fraction),
                           float(eng["keep_fraction"]) if eng["system"] == "moska" else 1.0),

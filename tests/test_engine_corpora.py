@@ -59,7 +59,7 @@ def test_mooncake_run_uses_the_traces_corpora(tmp_path: Path) -> None:
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "workloads/default.yaml", {
         "workload.arrivals": {"kind": "trace", "path": str(MOONCAKE), "format": "mooncake"},
-        "workload.shared.chunk_tokens": 512, "run.requests": 120})
+        "workload.shared": {"chunk_tokens": 512}, "run.requests": 120})  # source: trace
     r = run_simulation(cfg, progress=False, write=False)
     sharing = r.summary["sharing"]
     spec = r.cluster.experiment

@@ -38,6 +38,9 @@ def trace_config(folder: Path, trace: Path, fmt: str) -> Path:
     """A valid run config whose arrivals replay ``trace`` (format ``fmt``)."""
     data = base_config()
     data["workload"]["arrivals"] = {"kind": "trace", "format": fmt, "path": trace.name}
+    if fmt == "mooncake":  # the trace's own corpora (workload.shared.source: trace)
+        for name in ("tokens", "corpora"):
+            data["workload"]["shared"].pop(name, None)
     return write_config(folder, data)
 
 

@@ -2,8 +2,9 @@
 
 Every section of a validated ``ExperimentConfig`` is read here once and turned into the
 engine's typed sections; the workload's arrival plan is drawn (seeded streams), the
-trace's own corpora (Mooncake) replace the configured ones, and the HBM plan is computed
-once, for the corpora the run really has. The closed form (``scenario``) and the studies
+trace's own corpora (Mooncake, ``workload.shared.source: trace``) take the place of the
+one-chunk stand-in the experiment holds until then, and the HBM plan is computed once, for
+the corpora the run really has. The closed form (``scenario``) and the studies
 read the same ``Experiment``.
 """
 
@@ -47,7 +48,12 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
     cluster, run, shared = cfg.cluster, cfg.run, cfg.workload.shared
     if run.duration_s is None and run.requests is None and cfg.workload.arrivals.kind != "trace":
         raise ValueError("run: set run.requests and/or run.duration_s to bound the run")
-    shared_tokens = int(shared.tokens or 0)
+    if shared.source == "trace":
+        # the corpora and their sizes come with the plan (below); until then one chunk
+        # stands for them, so the experiment has a shared context (a remote one for moska)
+        shared_tokens = int(shared.chunk_tokens)
+    else:
+        shared_tokens = int(shared.tokens or 0)  # source none: no shared context
     fabric = cluster.fabric
     exp = Experiment(
         name=str(cfg.name),
@@ -114,6 +120,9 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
     plan = arrival_plan(cfg, exp)
     if plan.corpus_tokens and exp.corpus.tokens:
         exp = exp.with_corpora(plan.corpus_tokens)
+    elif shared.source == "trace":  # the replayed requests share no prompt block
+        exp = dataclasses.replace(exp, corpus=dataclasses.replace(exp.corpus, tokens=0),
+                                  memory=None)
     requests = with_prefill_tokens(plan.requests, cfg.workload.prefill_tokens,
                                    RngStreams(exp.seed)["prefill"])
     if cfg.workload.unique_tokens is None and requests:  # the trace's own sizes
@@ -161,7 +170,7 @@ def arrival_plan(cfg: ExperimentConfig, exp: Experiment) -> ArrivalPlan:
     arrivals = wl.arrivals
     rng = RngStreams(exp.seed)
     shared = None
-    if exp.corpus.tokens:
+    if exp.corpus.tokens and wl.shared.source == "config":
         c = exp.corpus
         shared = SharedCorpusSpec(tokens=c.tokens, chunk_tokens=c.chunk_tokens,
                                   keep_fraction=c.keep_fraction, popularity=wl.shared.popularity,
@@ -173,7 +182,8 @@ def arrival_plan(cfg: ExperimentConfig, exp: Experiment) -> ArrivalPlan:
         unique_tokens=_law(wl.unique_tokens, "workload.unique_tokens"),
         output_tokens=_law(wl.output_tokens, "workload.output_tokens"),
         shared=shared, rng_arrivals=rng["arrivals"], rng_sizes=rng["sizes"],
-        max_requests=exp.run.requests, duration_ns=exp.run.duration_ns, **params)
+        max_requests=exp.run.requests, duration_ns=exp.run.duration_ns,
+        trace_corpora=wl.shared.source == "trace", **params)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, create_model, model_validator
 
 from sim.config.fields import (
     MAX_BANDWIDTH_GBPS,
@@ -48,7 +48,8 @@ from sim.config.fields import (
 )
 from sim.config.yaml_source import dump_yaml
 from sim.units import BINARY_SUFFIXES, UnitError, describe, parse_int
-from workloads.arrivals import ArrivalProcess, Param, arrival_processes
+from workloads.arrivals import ArrivalProcess, Param, arrival_processes, get_arrivals
+from workloads.errors import WorkloadError
 
 MiB_TOKENS = BINARY_SUFFIXES["Mi"]
 MAX_FAULTS = 1024  # faults in one config
@@ -355,25 +356,63 @@ Popularity = by_shape(choice("uniform", what="'uniform' or a mapping {zipf: s}")
                       "'uniform' or a mapping {zipf: s}")
 
 
-class SharedContext(StrictModel):
-    """The shared corpus (or corpora) every request attends over, and how it is routed."""
+SHARED_SOURCES = ("config", "trace", "none")
 
-    tokens: size(ge=0, le=MAX_SHARED_TOKENS) = Field(description="tokens in each shared corpus")
+
+class SharedContext(StrictModel):
+    """The shared corpus (or corpora) every request attends over, and how it is routed.
+
+    ``source`` says where the corpora come from: ``config`` (``corpora`` of ``tokens``
+    each), ``trace`` (a Mooncake trace's shared prompt blocks: the default with such
+    arrivals; ``Workload`` fills the default in) or ``none`` (no shared context).
+    """
+
+    source: choice(*SHARED_SOURCES) = Field(
+        "config", description="where the corpora come from: config (corpora of tokens each), "
+                              "trace (a Mooncake trace's shared prompt blocks; the default "
+                              "with such arrivals) or none (no shared context)")
+    tokens: size(ge=0, le=MAX_SHARED_TOKENS) | None = Field(
+        None, description="tokens in each shared corpus (source config only, where it is "
+                          "required; 0 = no shared context)")
     chunk_tokens: size(ge=1, le=MAX_SHARED_TOKENS) = Field(2048, description="tokens per chunk (routing unit)")
     keep_fraction: number(gt=0, le=1) = Field(
         1.0, description="fraction of chunks the router keeps per query (0.25 = 75% sparsity)")
     popularity: Popularity = Field("uniform", description="how selections spread over chunks")
-    corpora: integer(ge=1, le=MAX_CORPORA) = Field(1, description="number of distinct shared corpora")
+    corpora: integer(ge=1, le=MAX_CORPORA) | None = Field(
+        None, description="number of distinct shared corpora (source config only; default 1)")
     replicas: integer(ge=1, le=MAX_NODES) = Field(
         1, description="copies of each chunk on distinct shared nodes (chunk g on nodes "
                        "g % S, (g+1) % S, ...): a live copy takes over while a node is down")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_corpus_by_default(cls, data: Any) -> Any:
+        """Source config: one corpus unless ``corpora`` says otherwise."""
+        if isinstance(data, dict) and data.get("source", "config") == "config" \
+                and data.get("corpora") is None:
+            return {**data, "corpora": 1}
+        return data
+
     @model_validator(mode="after")
     def _chunk_fits(self) -> SharedContext:
-        if self.tokens > 0 and self.chunk_tokens > self.tokens:
+        if self.tokens and self.chunk_tokens > self.tokens:
             raise cross_fail([("chunk_tokens", (f"expected a size <= tokens ({self.tokens}), "
                                                f"got {self.chunk_tokens}"))])
         return self
+
+
+def _defines_corpora(arrivals: Any) -> bool:
+    """Whether ``arrivals`` (a mapping or a validated section) bring their own corpora (a
+    Mooncake trace); False for anything unrecognised (its own error is reported)."""
+    if isinstance(arrivals, BaseModel):
+        arrivals = arrivals.model_dump()
+    if not isinstance(arrivals, dict) or not isinstance(arrivals.get("kind"), str):
+        return False
+    try:
+        process = get_arrivals(arrivals["kind"])
+    except WorkloadError:
+        return False
+    return process.defines_corpora(arrivals)
 
 
 MAX_PROMPT_TOKENS = 2**30  # as workload.unique_tokens
@@ -416,7 +455,56 @@ class Workload(StrictModel):
     output_tokens: TokenCount | None = Field(
         None, description="tokens decoded per request (required unless the arrivals are a "
                           "trace, which has them)")
-    shared: SharedContext = Field(description="the shared context")
+    shared: SharedContext = Field(
+        description="the shared context (optional with a Mooncake trace: its corpora)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_source_default(cls, data: Any) -> Any:
+        """``shared.source`` defaults to ``trace`` when the arrivals bring their own corpora
+        (a Mooncake trace; ``shared`` may then be left out), else to ``config``."""
+        if not isinstance(data, dict):
+            return data
+        shared = data.get("shared")
+        if isinstance(shared, str):
+            raise cross_fail([("shared", (f"expected a mapping, got {describe(shared)} (no "
+                                          "shared context: {source: none})"))])
+        trace = _defines_corpora(data.get("arrivals"))
+        if shared is None and ("shared" in data or trace):
+            shared = {}
+        if isinstance(shared, dict) and shared.get("source") is None:
+            return {**data, "shared": {**shared, "source": "trace" if trace else "config"}}
+        return data
+
+    @model_validator(mode="after")
+    def _source_fits_the_arrivals(self) -> Workload:
+        """``shared.source`` against the arrivals, and the fields each source takes."""
+        shared, trace = self.shared, _defines_corpora(self.arrivals)
+        issues = []
+        if shared.source == "trace" and not trace:
+            a = self.arrivals
+            what = (f"format {a.format!r}" if a.kind == "trace"  # type: ignore[attr-defined]
+                    else f"kind {a.kind!r}")
+            issues.append(("shared.source", (
+                f"expected 'config' or 'none' with workload.arrivals {what} (only a Mooncake "
+                f"trace brings its own corpora), got 'trace'")))
+        elif shared.source == "config" and trace:
+            issues.append(("shared.source", (
+                "expected 'trace' (the default) or 'none' with a Mooncake trace, whose "
+                "prompts' shared blocks are the corpora; got 'config'")))
+        if shared.source == "config" and shared.tokens is None and not trace:
+            issues.append(("shared.tokens", (
+                "missing; expected a size >= 0 (the tokens of each corpus) with source "
+                "'config'; 0 or source 'none': no shared context")))
+        elif shared.source == "none" or (shared.source == "trace" and trace):
+            why = ("the corpora and their sizes come from the trace; remove it (source "
+                   "'none' turns the shared context off)" if shared.source == "trace"
+                   else "there is no shared context; remove it")
+            issues += [(f"shared.{name}", f"not used with source {shared.source!r}: {why}")
+                       for name in ("tokens", "corpora") if getattr(shared, name) is not None]
+        if issues:
+            raise cross_fail(issues)
+        return self
 
 
 # ----------------------------------------------------------------------------- run
@@ -651,14 +739,22 @@ class ExperimentConfig(StrictModel):
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (lists, not tuples); it validates back to ``self``.
         The fault fields are left out while they hold their defaults (no faults, one copy of
-        each chunk), so a config without faults reads as it did before they existed."""
+        each chunk), so a config without faults reads as it did before they existed; so is
+        ``workload.shared.source`` while it is ``config`` (and ``tokens`` and ``corpora``
+        where the source is ``trace`` or ``none``, which take none)."""
         data = self.model_dump(mode="json")
         if not data["faults"]:
             del data["faults"]
             if data["faults_policy"] == FaultsPolicy().model_dump(mode="json"):
                 del data["faults_policy"]
-        if data["workload"]["shared"].get("replicas") == 1:
-            del data["workload"]["shared"]["replicas"]
+        shared = data["workload"]["shared"]
+        if shared.get("replicas") == 1:
+            del shared["replicas"]
+        if shared.get("source") == "config":  # the default without a Mooncake trace
+            del shared["source"]
+        for name in ("tokens", "corpora"):  # not used with source trace or none
+            if shared.get(name) is None:
+                shared.pop(name, None)
         return data
 
     def to_yaml(self) -> str:

@@ -72,12 +72,14 @@ def build_arrivals(
     kind: str, *, unique_tokens: TokenDistribution, output_tokens: TokenDistribution,
     rng_arrivals: np.random.Generator, rng_sizes: np.random.Generator,
     shared: SharedCorpusSpec | None = None, rng_routing: np.random.Generator | None = None,
-    max_requests: int | None = None, duration_ns: int | None = None, **params: Any,
+    max_requests: int | None = None, duration_ns: int | None = None,
+    trace_corpora: bool = True, **params: Any,
 ) -> ArrivalPlan:
     """The requests of a run for arrival ``kind``, bounded by ``max_requests`` and/or
     ``duration_ns`` (arrivals at or after it are dropped); ``params`` are the kind's own
     (``rate_per_s``, ``cv``, ``concurrency``, ``path``, ``format``, ``time_scale``;
-    ``start_offset_s`` for traces). Parameters of other kinds passed as None are ignored."""
+    ``start_offset_s`` for traces). Parameters of other kinds passed as None are ignored.
+    ``trace_corpora`` False: a trace that defines its own corpora (Mooncake) shares none."""
     process = get_arrivals(kind)
     check_bounds(max_requests, duration_ns, required=kind != "trace")
     own = {p.name for p in process.params} | ({"start_offset_s"} if kind == "trace" else set())
@@ -91,7 +93,7 @@ def build_arrivals(
     if start is not None:
         full["start_offset_s"] = start
     ctx = ArrivalContext(unique_tokens, output_tokens, rng_arrivals, rng_sizes, shared,
-                         rng_routing, max_requests, duration_ns)
+                         rng_routing, max_requests, duration_ns, trace_corpora)
     return process.plan(full, ctx)
 
 

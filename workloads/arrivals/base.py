@@ -57,6 +57,9 @@ class ArrivalContext:
     rng_routing: np.random.Generator | None = None
     max_requests: int | None = None
     duration_ns: int | None = None
+    #: whether a trace that defines its own corpora (Mooncake) shares them; False: each of
+    #: its prompts is wholly its request's own context (``workload.shared.source: none``)
+    trace_corpora: bool = True
 
     @property
     def corpus_rng(self) -> np.random.Generator | None:
@@ -94,6 +97,12 @@ class ArrivalProcess:
     def plan(self, values: Mapping[str, Any], ctx: ArrivalContext) -> ArrivalPlan:
         """The run's requests for parameter ``values`` (every declared param present)."""
         raise NotImplementedError
+
+    def defines_corpora(self, values: Mapping[str, Any]) -> bool:
+        """Whether the process with parameter ``values`` brings its own shared corpora (a
+        Mooncake trace: its prompts' shared blocks), so the config gives none
+        (``workload.shared.source: trace``). None of the synthetic processes does."""
+        return False
 
     def with_defaults(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``values`` with every declared default filled in (a missing required one is None,

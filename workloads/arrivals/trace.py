@@ -42,6 +42,8 @@ READERS: dict[str, Callable[[str | Path], TraceRows]] = {
     "mooncake": read_mooncake,
 }
 FORMATS = tuple(READERS)
+#: formats whose rows carry prefix-block ids, so the trace defines the shared corpora
+CORPORA_FORMATS = frozenset({"mooncake"})
 
 
 def read_trace(path: str | Path, format: str) -> TraceRows:
@@ -83,9 +85,10 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
                max_requests: int | None = None, duration_ns: int | None = None,
                shared: SharedCorpusSpec | None = None,
                rng_corpora: np.random.Generator | None = None,
-               cached_fraction: float = 0.0) -> ArrivalPlan:
+               cached_fraction: float = 0.0, trace_corpora: bool = True) -> ArrivalPlan:
     """The plan replaying ``rows``: Azure sizes as given (corpora drawn when ``shared``);
-    Mooncake with its own corpora read off the replayed rows' hash ids. With
+    Mooncake with its own corpora read off the replayed rows' hash ids (with
+    ``trace_corpora`` False: none, each prompt wholly its request's own context). With
     ``cached_fraction`` > 0, that fraction of each request's unique tokens is resident
     (prefill tokens = the rest, rounded up); 0 leaves the workload's law to decide."""
     idx, times, notes = replay_times(rows, time_scale=time_scale, start_offset_s=start_offset_s,
@@ -95,6 +98,13 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
         notes.append(f"{rows.path}: {int((outputs < 1).sum())} requests with 0 output tokens "
                      "get 1")
     outputs = np.maximum(outputs, 1)
+    if rows.format == "mooncake" and not trace_corpora:
+        notes.append("workload.shared.source none: each Mooncake prompt is wholly its "
+                     "request's own context (the blocks it shares with other requests are "
+                     "not shared)")
+        reqs = tuple(RequestSpec(i, t, u, o) for i, (t, u, o) in enumerate(zip(
+            times.tolist(), inputs.tolist(), outputs.tolist())))
+        return ArrivalPlan(reqs, notes=tuple(notes))
     if rows.format == "mooncake":
         assert rows.hash_ids is not None
         hashes = [rows.hash_ids[i] for i in idx.tolist()]
@@ -156,7 +166,12 @@ class TraceArrivals(ArrivalProcess):
                           start_offset_s=values.get("start_offset_s", 0.0),
                           max_requests=ctx.max_requests, duration_ns=ctx.duration_ns,
                           shared=ctx.shared, rng_corpora=ctx.corpus_rng,
-                          cached_fraction=values.get("cached_fraction", 0.0))
+                          cached_fraction=values.get("cached_fraction", 0.0),
+                          trace_corpora=ctx.trace_corpora)
+
+    def defines_corpora(self, values: Mapping[str, Any]) -> bool:
+        return values.get("format") in CORPORA_FORMATS
 
 
-__all__ = ["FORMATS", "READERS", "TraceArrivals", "read_trace", "replay_times", "trace_plan"]
+__all__ = ["CORPORA_FORMATS", "FORMATS", "READERS", "TraceArrivals", "read_trace", "replay_times",
+           "trace_plan"]
