@@ -165,11 +165,12 @@ def decode_attention(batch: int, tokens: int, chip: ChipSpec = UNIQUE) -> Kernel
                   batch * tokens * KV_TOKEN + 2 * batch * Q_BYTES, "triton-moska-decode", chip)
 
 
-def shared_attention(batch: int, tokens: int, chip: ChipSpec) -> Kernel:
-    """``tokens`` of shared KV read ONCE for every query of the batch; each query attends to
-    all of them (co-located or on a shared node: the project's grouped Triton kernel)."""
-    return Kernel("shared_attention", 4.0 * batch * MODEL.q_heads * tokens * MODEL.head_dim,
-                  tokens * KV_TOKEN + batch * (Q_BYTES + P_BYTES), "triton-moska-shared", chip)
+def shared_attention(batch: int, read: float, attended: int, chip: ChipSpec) -> Kernel:
+    """``read`` tokens of shared KV streamed ONCE for every query of the batch, each query
+    attending to ``attended`` of them (co-located or on a shared node: the project's grouped
+    Triton kernel); the queries in and their partials out."""
+    return Kernel("shared_attention", 4.0 * batch * MODEL.q_heads * attended * MODEL.head_dim,
+                  read * KV_TOKEN + batch * (Q_BYTES + P_BYTES), "triton-moska-shared", chip)
 
 
 def router(batch: int, chunks: int) -> Kernel:
@@ -208,28 +209,32 @@ def closed_form(system: str, batch: int, unique: int, shared: int) -> ClosedForm
     pre, post = dense_layer(batch)
     chunks = math.ceil(shared / CHUNK)
     kept = round(KEEP * chunks)  # the router keeps this many chunks per query
+    # Each query keeps `kept` distinct chunks of `chunks`, uniformly: a chunk is nobody's with
+    # probability (1 - kept/chunks)^batch, so the batch reads this many chunks, once each.
+    union = chunks * (1 - (1 - kept / chunks) ** batch)
     rt = hidden = shared_ns = 0.0
     if system in ("vanilla", "prefix_cache"):
         # every request reads its own copy (vanilla) or the one copy (prefix cache) of the
         # corpus, plus its own tokens, with its own decode attention
         mid = [decode_attention(batch, shared + unique)]
     elif system == "shared_gemm":
-        mid = [decode_attention(batch, unique), shared_attention(batch, shared, UNIQUE),
+        mid = [decode_attention(batch, unique), shared_attention(batch, shared, shared, UNIQUE),
                merge(batch, 2)]
     elif system == "moska_colocated":
-        # batch 1: the one query's kept chunks, each read once; one partial per kept chunk
-        assert batch == 1
+        # one partial per kept chunk and the unique one, per (request, head)
         mid = [router(batch, chunks), decode_attention(batch, unique),
-               shared_attention(batch, kept * CHUNK, UNIQUE), merge(batch, 1 + kept)]
+               shared_attention(batch, union * CHUNK, kept * CHUNK, UNIQUE),
+               merge(batch, 1 + kept)]
     elif system == "moska":
-        assert batch == 1  # one request: its kept chunks exactly, all on the one shared node
+        # one shared node holds every chunk: it reads the union, the unique node merges its own
+        # partial and that node's
         pre = pre + [router(batch, chunks)]
-        s = shared_attention(batch, kept * CHUNK, SHARED)
+        s = shared_attention(batch, union * CHUNK, kept * CHUNK, SHARED)
         shared_ns = kernel_ns(s)
         rt = message_ns(batch * Q_BYTES) + shared_ns + message_ns(batch * P_BYTES)
         u = decode_attention(batch, unique)
         hidden = kernel_ns(u)
-        post = [merge(batch, 1 + 1)] + post  # the unique partial and one shared node's
+        post = [merge(batch, 1 + 1)] + post
         layer = sum(map(kernel_ns, pre)) + max(hidden, rt) + sum(map(kernel_ns, post))
         kernels = pre + [u, s] + post
         floor = (L * sum(k.nbytes for k in kernels if k.chip is UNIQUE) / UNIQUE.hbm_bandwidth_GBps
@@ -271,6 +276,7 @@ CASES = [
     ("shared_gemm", 1, 64 * KI, 256 * KI),
     ("shared_gemm", 4, 64 * KI, 1024 * KI),  # the corpus read once for the 4
     ("moska_colocated", 1, 64 * KI, 1024 * KI),
+    ("moska_colocated", 4, 64 * KI, 1024 * KI),  # the union of the 4 queries' kept chunks
 ]
 
 
@@ -285,21 +291,25 @@ def test_local_decode_step_matches_bytes_over_bandwidth(system, batch, unique, s
 
 
 MOSKA_CASES = [
-    # unique tokens, corpus tokens: the round trip exposed (a 1Mi corpus, a quarter kept is
-    # 512 MiB a layer on the shared node) or hidden behind a 128Ki-token unique attention
-    pytest.param(64 * KI, 1024 * KI, "exposed", id="round-trip-exposed"),
-    pytest.param(128 * KI, 64 * KI, "hidden", id="round-trip-hidden"),
+    # batch, unique tokens, corpus tokens: the round trip exposed (a 1Mi corpus, a quarter
+    # kept is 512 MiB a layer on the shared node; at batch 4 the union of the kept chunks,
+    # 68 % of the corpus) or hidden behind a 128Ki-token unique attention
+    pytest.param(1, 64 * KI, 1024 * KI, "exposed", id="b1-round-trip-exposed"),
+    pytest.param(4, 64 * KI, 1024 * KI, "exposed", id="b4-round-trip-exposed"),
+    pytest.param(1, 128 * KI, 64 * KI, "hidden", id="b1-round-trip-hidden"),
 ]
 
 
 @pytest.mark.parametrize("granularity", ["layer", "step"])
-@pytest.mark.parametrize("unique,shared,regime", MOSKA_CASES)
-def test_moska_decode_step_matches_bytes_over_bandwidth_plus_fabric(unique, shared, regime,
-                                                                    granularity):
-    """MoSKA, one request, one shared node holding every chunk: per layer, pre + max(unique
-    attention, round trip) + post; the fabric carries exactly the queries and partials of
-    every layer of every step; the shared node is busy one launch per layer per step."""
-    cf = closed_form("moska", 1, unique, shared)
+@pytest.mark.parametrize("batch,unique,shared,regime", MOSKA_CASES)
+def test_moska_decode_step_matches_bytes_over_bandwidth_plus_fabric(batch, unique, shared,
+                                                                    regime, granularity):
+    """MoSKA, one shared node holding every chunk: per layer, pre + max(unique attention,
+    round trip) + post; the fabric carries exactly the queries and partials of every layer
+    of every step; the shared node is busy one launch per layer per step. (At batch 4 the
+    routing is drawn: the union's size varies launch to launch, by about 3 %, and its mean
+    over the run's 288 launches is within 0.3 % of the closed form's.)"""
+    cf = closed_form("moska", batch, unique, shared)
     assert all(map(unambiguous, cf.kernels))
     # the regime is clear-cut (not within the tolerance of the max's kink)
     if regime == "exposed":
@@ -307,14 +317,31 @@ def test_moska_decode_step_matches_bytes_over_bandwidth_plus_fabric(unique, shar
     else:
         assert cf.hidden_ns > 1.5 * cf.round_trip_ns
     # the fabric's share of the step is above the tolerance when the round trip is exposed
-    fabric_ns = MODEL.layers * (message_ns(Q_BYTES) + message_ns(P_BYTES))
-    if regime == "exposed":
+    fabric_ns = MODEL.layers * (message_ns(batch * Q_BYTES) + message_ns(batch * P_BYTES))
+    if regime == "exposed" and batch == 1:
         assert fabric_ns > TOL * cf.step_ns
-    tpot, r = simulated("moska", 1, unique, shared, granularity)
+    tpot, r = simulated("moska", batch, unique, shared, granularity)
     assert tpot == pytest.approx(cf.step_ns, rel=TOL)
     assert tpot >= cf.roofline_floor_ns
     s = r.summary
     steps = OUTPUT
-    assert s["bytes"]["total_sent"] == steps * MODEL.layers * (Q_BYTES + P_BYTES)
+    assert s["bytes"]["total_sent"] == steps * MODEL.layers * batch * (Q_BYTES + P_BYTES)
     busy = s["busy_s"]["shared0"] * 1e9
     assert busy == pytest.approx(steps * MODEL.layers * cf.shared_ns, rel=TOL)
+
+
+# ---------------------------------------------------------------- the breakdown of a decode-only step
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "decode-only requests (prefill_tokens 0) make their first token in a decode step: "
+    "UniqueNode._account (sim/engine/nodes/unique.py, `bd += own * B`) books that step for "
+    "every row, fresh ones included, while sim/run/summary.py divides by tokens minus every "
+    "request's first token (`tok_total`, line 147): the per-token breakdown sums to "
+    "out/(out-1) x TPOT (9/8 here), not the TPOT docs/results.md promises"))
+def test_decode_only_breakdown_sums_to_the_tpot():
+    """docs/results.md: ``time_breakdown_per_token_ms`` sums exactly to the token-weighted
+    mean TPOT. One decode-only request of 9 tokens: 9 equal steps, TPOT one step."""
+    tpot, r = simulated("vanilla", 1, 64 * KI, 256 * KI)
+    per_token = sum(r.summary["time_breakdown_per_token_ms"].values())
+    assert per_token * 1e6 == pytest.approx(tpot, rel=1e-6)
