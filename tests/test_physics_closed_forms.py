@@ -330,6 +330,41 @@ def test_moska_decode_step_matches_bytes_over_bandwidth_plus_fabric(batch, uniqu
     assert busy == pytest.approx(steps * MODEL.layers * cf.shared_ns, rel=TOL)
 
 
+# ---------------------------------------------------------------- a config's internal link
+
+
+def test_a_configured_link_preset_costs_what_the_preset_says():
+    """Tensor parallel from a config file's ``link: {preset: nvlink4}`` (the documented
+    default): every collective message costs the preset's NCCL fit, the library's fixed cost
+    per message + the link latency + bytes at the achieved bandwidth (hw/presets/links.yaml,
+    hw/link.py), as ``make_experiment``'s replica pays it. Vanilla, tp 2, one request: per
+    layer two ring all-reduces of ``hidden x 2 B`` (2 messages of half of it each), per step
+    the logits' gather (half of ``vocab x 2 B``)."""
+    from hw.specs import load_link
+    from sim.config import config_from_dict, resolve
+    from tests.small_config import small_config
+
+    cfg = config_from_dict(small_config("tp2", **{
+        "system": "vanilla", "cluster.unique": {"nodes": 2, "chip": "h100-sxm", "tp": 2,
+                                                "link": {"preset": "nvlink4"}},
+        "cluster.shared": {"nodes": 0, "chip": "moska-shared"},
+        "workload.shared": {"tokens": "64Ki", "chunk_tokens": 2048},
+        "run.granularity": "layer"}))
+    exp = resolve(cfg, with_workload=False)
+    link = load_link("nvlink4")
+
+    def message(nbytes: float) -> float:
+        return link.fixed_ns + link.latency_ns + math.ceil(nbytes / link.bandwidth_GBps)
+
+    tp = 2
+    act = MODEL.hidden * ACT
+    per_step = (MODEL.layers * 2 * 2 * (tp - 1) * message(act / tp)
+                + message((tp - 1) / tp * MODEL.vocab * ACT))
+    r = simulate(exp.with_requests([RequestSpec(0, 0, 4096, OUTPUT, prefill_tokens=0)]))
+    busy = r.summary["unique_nodes"]["unique0"]["node_link_busy_s"] * 1e9
+    assert busy == pytest.approx(OUTPUT * per_step, rel=TOL)
+
+
 # ---------------------------------------------------------------- the breakdown of a decode-only step
 
 
