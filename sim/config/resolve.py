@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from hw.specs import LinkSpec, load_chip
+from hw.specs import LinkSpec, load_chip, load_link
 from sim.config.schema import ExperimentConfig
 from sim.engine.experiment import (
     UNBOUNDED,
@@ -236,9 +236,14 @@ def _mean_tokens(dist: Any, exact: bool = False) -> Any:
 
 
 def _link(link: Any) -> LinkSpec:
-    """A configured link (its preset's numbers already filled in) as a ``LinkSpec``."""
-    return LinkSpec(str(link.preset or "link"), float(link.bandwidth_GBps),
-                    float(link.latency_ns))
+    """A configured link as a ``LinkSpec``: a preset's (its per-message ``fixed_ns`` too, the
+    library cost its achieved bandwidth was fitted with) with the configured bandwidth and
+    latency; without a preset, those two alone."""
+    bandwidth, latency = float(link.bandwidth_GBps), float(link.latency_ns)
+    if link.preset:
+        return dataclasses.replace(load_link(str(link.preset)), bandwidth_GBps=bandwidth,
+                                   latency_ns=latency)
+    return LinkSpec("link", bandwidth, latency)
 
 
 def _popularity(popularity: Any) -> Any:
