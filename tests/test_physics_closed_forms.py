@@ -366,13 +366,6 @@ def test_a_configured_link_preset_costs_what_the_preset_says():
     assert busy == pytest.approx(OUTPUT * per_step, rel=TOL)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the inter-node fabric never pays a link preset's per-message fixed cost: resolve.py "
-    "fills cluster.fabric from the preset's bandwidth_GBps and latency_ns only, FabricSpec "
-    "(sim/engine/experiment.py) has no fixed_ns, Fabric.send (sim/engine/fabric.py, "
-    "`delivery = end + rounds * r.latency_ns`) charges serialisation + latency per hop, and "
-    "sim.analytic's moska_fabric_ns does the same; ib-ndr's 36.35 GB/s is the NCCL fit's "
-    "achieved bandwidth, fitted together with its 15.3 us fixed cost (hw/presets/links.yaml)"))
 def test_a_fabric_link_preset_costs_what_the_preset_says():
     """MoSKA over ``cluster.fabric.link: {preset: ib-ndr}`` against the same link written as
     numbers (its bandwidth and latency, no preset): with the round trip exposed, each layer
@@ -404,12 +397,6 @@ def test_a_fabric_link_preset_costs_what_the_preset_says():
 # ---------------------------------------------------------------- the breakdown of a decode-only step
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decode-only requests (prefill_tokens 0) make their first token in a decode step: "
-    "UniqueNode._account (sim/engine/nodes/unique.py, `bd += own * B`) books that step for "
-    "every row, fresh ones included, while sim/run/summary.py divides by tokens minus every "
-    "request's first token (`tok_total`, line 147): the per-token breakdown sums to "
-    "out/(out-1) x TPOT (9/8 here), not the TPOT docs/results.md promises"))
 def test_decode_only_breakdown_sums_to_the_tpot():
     """docs/results.md: ``time_breakdown_per_token_ms`` sums exactly to the token-weighted
     mean TPOT. One decode-only request of 9 tokens: 9 equal steps, TPOT one step."""

@@ -214,7 +214,7 @@ def moska_fabric_ns(sc: Scenario, batch: int, concurrency: int) -> tuple[float, 
     A unique replica's uplink carries its batch's queries to each shared node; a shared
     node's downlink carries every replica's queries; returns are the mirror image.
     """
-    lat = FABRIC_HOPS * sc.link.latency_ns
+    lat = FABRIC_HOPS * sc.link.latency_ns + sc.link.fixed_ns  # a preset's per-message cost
     q, p = query_bytes(sc.model, batch), partial_bytes(sc.model, batch)
     replicas = max(1, sc.unique_nodes // sc.tp)
     fan = max(sc.shared_nodes, min(replicas, math.ceil(concurrency / batch)))
@@ -382,7 +382,8 @@ def scenario(exp: Experiment, unique_tokens: int | None = None) -> Scenario:
         unique_nodes=exp.cluster.unique.nodes,
         shared_chip=exp.cluster.shared.chip,
         shared_nodes=exp.cluster.shared.nodes,
-        link=LinkSpec("fabric", exp.cluster.fabric.bandwidth_GBps, exp.cluster.fabric.latency_ns),
+        link=LinkSpec("fabric", exp.cluster.fabric.bandwidth_GBps, exp.cluster.fabric.latency_ns,
+                      fixed_ns=exp.cluster.fabric.message_ns),
         unique_tokens=exp.sizes.unique_tokens_mean if unique_tokens is None else unique_tokens,
         shared_tokens=exp.corpus.tokens,
         chunk_tokens=exp.corpus.chunk_tokens,

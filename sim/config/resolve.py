@@ -75,6 +75,7 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
                 bandwidth_GBps=float(fabric.link.bandwidth_GBps),
                 latency_ns=float(fabric.link.latency_ns),
                 switch_latency_ns=float(fabric.switch_latency_ns),
+                message_ns=float(_link(fabric.link).fixed_ns),
                 hosts_per_leaf=int(fabric.hosts_per_leaf or DEFAULT_HOSTS_PER_LEAF),
                 spines=int(fabric.spines) if fabric.spines is not None else None)),
         corpus=CorpusSpec(

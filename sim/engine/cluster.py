@@ -140,7 +140,8 @@ class Cluster:
                                    spines=fab.spines)
             self.fabric = Fabric(self.engine, graph, bandwidth_GBps=fab.bandwidth_GBps,
                                  latency_ns=fab.latency_ns,
-                                 switch_latency_ns=fab.switch_latency_ns)
+                                 switch_latency_ns=fab.switch_latency_ns,
+                                 message_ns=fab.message_ns)
         host_of = {h: i for i, h in enumerate(self.fabric.hosts)} if self.fabric else {}
         total_chunks = exp.corpus.total_chunks
         self.shared: list[SharedNode] = [

@@ -62,6 +62,7 @@ class FabricSpec:
     bandwidth_GBps: float = 450.0
     latency_ns: float = 0.0
     switch_latency_ns: float = 0.0
+    message_ns: float = 0.0  # a link preset's per-message library cost (fixed_ns); 0: none
     hosts_per_leaf: int = 8
     spines: int | None = None
 

@@ -4,7 +4,9 @@ Model. Every directed link is a capacity-1 FIFO resource. A message holds every 
 its path at once for its serialisation time ``bytes / bandwidth`` (cut-through: the head
 is already downstream while the tail leaves), then arrives one latency per hop later:
 ``latency_ns`` for each link plus ``switch_latency_ns`` for each vertex it passes
-through (a switch, or a forwarding host on a ring).
+through (a switch, or a forwarding host on a ring), plus ``message_ns`` once: the
+library's per-message cost of a link preset (its ``fixed_ns``), which delays the message
+but does not hold the links.
 
 Implementation. Links are acquired atomically, in the order messages are issued, by
 *reservation*: a message starts serialising at the earliest time every link of its path
@@ -157,17 +159,21 @@ class Fabric:
         bandwidth_GBps: float,
         latency_ns: float,
         switch_latency_ns: float = 0.0,
+        message_ns: float = 0.0,
     ) -> None:
         if bandwidth_GBps <= 0:
             raise ValueError(
                 f"cluster.fabric.link.bandwidth_GBps: expected > 0, got {bandwidth_GBps}")
-        if latency_ns < 0 or switch_latency_ns < 0:
+        if latency_ns < 0 or switch_latency_ns < 0 or message_ns < 0:
             raise ValueError("cluster.fabric: latencies must be >= 0")
         self.engine = engine
         self.graph = graph
         self.bytes_per_ns = float(bandwidth_GBps)  # 1 GB/s = 1 B/ns
         self.link_latency_ns = float(latency_ns)
         self.switch_latency_ns = float(switch_latency_ns)
+        # the library's cost per message (a link preset's fixed_ns): paid by every message
+        # (each round of a folded one) on top of the path latency, not holding the links
+        self.message_ns = float(message_ns)
         self.hosts = [n for n, d in graph.nodes(data=True) if d.get("kind") == "host"]
         self.host_index = {h: i for i, h in enumerate(self.hosts)}
         edges = sorted(graph.edges())  # a global order of links (sorted names)
@@ -208,7 +214,8 @@ class Fabric:
                 return None  # type: ignore[return-value]
             links = tuple(sorted(self._edge_index[(a, b)] for a, b in zip(path, path[1:])))
             hops = len(path) - 1
-            lat = ceil_ns(hops * self.link_latency_ns + (hops - 1) * self.switch_latency_ns)
+            lat = ceil_ns(hops * self.link_latency_ns + (hops - 1) * self.switch_latency_ns
+                          + self.message_ns)
             r = Route(links, hops, lat)
             self._routes[key] = r
         return r

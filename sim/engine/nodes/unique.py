@@ -341,8 +341,10 @@ class UniqueNode(Node):
             return
         now = env.now
         self.steps += 1
+        # a decode-only request's first step makes its first token: time to first token,
+        # not a decode token's, so the breakdown (per decode token) leaves it out
         if halves is None:
-            self._account(now - t0, B, dcost, rt_parts, len(pieces))
+            self._account(now - t0, B - self._fresh, dcost, rt_parts, len(pieces))
         else:
             for i, (b, cost, parts) in enumerate(halves):
                 self._account(now - t0, b, cost, parts, len(pieces) if i == 0 else 0,
@@ -420,7 +422,7 @@ class UniqueNode(Node):
         work runs while the other's round trip is in flight. The prefill chunk (``x*``:
         its unique-side ns per layer, ``pshared``: its corpus job) rides with the first
         half. Each half is priced at its own size and mean contexts. Returns each half's
-        (size, cost, exposed round trip parts) for the breakdown."""
+        (decode tokens, cost, exposed round trip parts) for the breakdown."""
         env = self.env
         R = self.R
         B = len(R)
@@ -434,10 +436,11 @@ class UniqueNode(Node):
             cost = self.pricer.decode(b, bucket((2 * ctx + b) // (2 * b)),
                                       bucket((2 * sctx + b) // (2 * b)) if sctx else 0)
             self.link_busy_ns += cost.link_ns
-            halves.append((b, cost, [0.0, 0.0, 0.0], rows[:, CORPUS]))
+            fresh = int((rows[:, DONE] == 0).sum()) if self._fresh else 0
+            halves.append((b, cost, [0.0, 0.0, 0.0], rows[:, CORPUS], fresh))
         self._compute_free_at = env.now
         chains = []
-        for i, (b, cost, parts, corpus) in enumerate(halves):
+        for i, (b, cost, parts, corpus, _fresh) in enumerate(halves):
             first = i == 0
             chains.append(env.process(self._chain(
                 reps, rounds, self.route(corpus, b, reps),
@@ -446,7 +449,8 @@ class UniqueNode(Node):
                 cost.post_ns + (xpost if first else 0), cost.step_ns,
                 pshared if first else 0, pq, pp, parts)))
         yield env.all_of(chains)
-        return [(b, cost, parts) for b, cost, parts, _ in halves]
+        # each half's decode tokens (rows making their first token excluded, as in _account)
+        return [(b - fresh, cost, parts) for b, cost, parts, _, fresh in halves]
 
     def _compute(self, ns: int) -> int:
         """Queue ``ns`` of work on the node's compute (first come, first served, shared by
