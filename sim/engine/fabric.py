@@ -197,6 +197,7 @@ class Fabric:
         self.down: dict[tuple[str, str], int | None] = {}
         self.scale: dict[int, float] = {}
         self._stalled: list[list] = []
+        self.issued = 0  # messages issued so far (their send order)
         # reserved messages (no delivery event) whose bytes are not yet counted received
         self._unheard: list[tuple[int, int, int]] = []
         self.faults = None  # the fault manager, when the run has faults
@@ -311,6 +312,7 @@ class Fabric:
         if self.tl is not None:
             self.tl.transfer(links, start, ser, nbytes, src, dst, rounds)
         self.bytes_sent[src] += nbytes
+        self.issued += 1
         return end + rounds * r.latency_ns
 
     def _hear(self, t: int) -> None:

@@ -65,6 +65,7 @@ class QueryMessage:
     launches: int = 0
     owner: int = -1  # faults: the shared node whose chunks these are (-1: the receiver)
     lost: str | None = None  # faults: why it could not be served
+    seq: int = 0  # send order on the fabric (ties of arrival time go in this order)
 
 
 @dataclass(slots=True, eq=False)

@@ -29,6 +29,10 @@ from sim.engine.nodes.messages import PrefillJob, QueryMessage, RoundTrip
 from sim.engine.nodes.pricing import Pricer
 
 
+def _arrival_order(item: tuple[int, int, QueryMessage]) -> tuple[int, int]:
+    return item[0], item[1]
+
+
 class SharedNode(Node):
     """One shared node's queue, batching policy and busy-time accounting."""
 
@@ -75,13 +79,44 @@ class SharedNode(Node):
         self.split_messages = 0
         self.prefill_jobs = 0
         self.prefill_busy_ns = 0
-        self._current: tuple | None = None  # faults: the launch or job now running
+        self._current: tuple | None = None  # the launch or job now running
+        # messages delivered while a launch or job runs: (delivery ns, send order, message),
+        # taken into the queue in that order when it ends (nothing can look at them before)
+        self.inbox: list[tuple[int, int, QueryMessage]] = []
         self.process = self.env.process(self.run())
 
     # -- arrivals -------------------------------------------------------------------------
     def receive(self, msg: QueryMessage) -> None:
         """A query message has arrived (called by the fabric on delivery)."""
-        msg.t_arrive = self.env.now
+        if self._current is not None:  # busy: it waits in the inbox until the work ends
+            self.inbox.append((self.env.now, msg.seq, msg))
+            return
+        self._accept(msg, self.env.now)
+
+    def deliver_later(self, t_ns: int, msg: QueryMessage) -> bool:
+        """Take a message that will arrive at ``t_ns`` while this node's current launch or
+        job still runs, without a delivery event; False if it will not be busy then (the
+        sender schedules a delivery instead).
+
+        NOTE: for performance: a busy node only looks at its queue when its work ends, so a
+        message arriving meanwhile needs no event of its own; the inbox is taken in
+        (delivery time, send order), the order SimPy would have delivered them in."""
+        if self._current is None or t_ns >= self.busy_until:
+            return False
+        self.inbox.append((t_ns, msg.seq, msg))
+        return True
+
+    def _take_inbox(self) -> None:
+        """Queue the messages that arrived while the launch or job ran, in arrival order."""
+        inbox = self.inbox
+        self.inbox = []
+        inbox.sort(key=_arrival_order)
+        for t, _seq, msg in inbox:
+            self._accept(msg, t)
+
+    def _accept(self, msg: QueryMessage, t_arrive: int) -> None:
+        """Queue a message that arrived at ``t_arrive``; wake the node if it waits for one."""
+        msg.t_arrive = t_arrive
         self.pending.append(msg)
         self.messages += 1
         self._layer_msgs[msg.layer] = self._layer_msgs.get(msg.layer, 0) + 1
@@ -131,6 +166,10 @@ class SharedNode(Node):
     def fail(self) -> tuple[list[QueryMessage], list[PrefillJob]]:
         """The node fails now: its launch stops and its queue is handed back (messages
         whose queries were not all done, and prefill jobs)."""
+        cur = self._current
+        self._current = None
+        self._take_inbox()
+        self._current = cur
         self.up = False
         if self.busy_until > self.env.now:  # the work cut short was not done
             self.busy_ns -= self.busy_until - self.env.now
@@ -199,6 +238,8 @@ class SharedNode(Node):
         self._current = ("job", job)
         yield self.env.timeout(job.cost_ns)
         self._current = None
+        if self.inbox:
+            self._take_inbox()
         job.t_done = self.env.now
         job.t_back = self._reply(job.src_host, job.partial_bytes, job.rounds, job.reply)
 
@@ -292,6 +333,8 @@ class SharedNode(Node):
         self._current = ("launch", parts, whole, done)
         yield env.timeout(cost)
         self._current = None
+        if self.inbox:
+            self._take_inbox()
         now = env.now
         for msg in done:
             msg.t_done = now
@@ -330,9 +373,11 @@ class SharedNode(Node):
         })
 
     def queue_length(self) -> int:
-        """Queries waiting for a launch (one per request of a pending message) plus
-        pending prefill jobs."""
-        return self.pending_queries + len(self.jobs)
+        """Queries waiting for a launch (one per request of a pending message, the inbox's
+        arrived ones too) plus pending prefill jobs."""
+        now = self.env.now
+        waiting = sum(m.requests for t, _, m in self.inbox if t <= now)
+        return self.pending_queries + waiting + len(self.jobs)
 
 
 __all__ = ["SharedNode"]

@@ -583,8 +583,12 @@ class UniqueNode(Node):
                 msg = QueryMessage(self.host, layer, load.counts, reqs, rounds, rt, now,
                                    load.max_count, load.pairs)
                 msgs.append(msg)
-                fabric.send(self.host, node.host, qb(reqs) * rounds,
-                            rounds=rounds, on_delivery=lambda _e, n=node, m=msg: n.receive(m))
+                t = fabric.reserve(self.host, node.host, qb(reqs) * rounds, rounds=rounds)
+                msg.seq = fabric.issued
+                if not node.deliver_later(t, msg):  # it is not busy then: a delivery event
+                    ev = Event(env)
+                    ev.callbacks.append(lambda _e, n=node, m=msg: n.receive(m))
+                    self.engine.fire_after(ev, t - now)
         n = len(msgs)
         if prefill_ns:
             for node in self.shared_nodes:
