@@ -20,13 +20,16 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-from simpy.events import Event
+from simpy.events import NORMAL, Event
 
 from sim.engine.fabric import Fabric
 from sim.engine.kernel import Engine
 from sim.engine.nodes.base import Node, NodeStats
 from sim.engine.nodes.messages import PrefillJob, QueryMessage, RoundTrip
 from sim.engine.nodes.pricing import Pricer
+
+
+_DEADLINE = NORMAL + 1  # a batching window's deadline: after the other events of its instant
 
 
 def _arrival_order(item: tuple[int, int, QueryMessage]) -> tuple[int, int]:
@@ -130,37 +133,51 @@ class SharedNode(Node):
         self.pending_pairs += msg.pairs
         self.pending_queries += msg.requests
         self.max_pending_pairs = max(self.max_pending_pairs, self.pending_pairs)
-        wake = self._wake
-        if wake is not None and (not self._wake_full_only or self._full()):
-            self._wake = None
-            wake.succeed()
+        if self._wake is not None and (not self._wake_full_only or self._full()):
+            self._wake_now()
 
     def receive_job(self, job: PrefillJob) -> None:
         """A prefill job has arrived."""
         job.t_arrive = self.env.now
         self.jobs.append(job)
+        if self._wake is not None:
+            self._wake_now()
+
+    def _wake_now(self) -> None:
+        """Resume the sleeping node now. A sleep with a deadline is an event already
+        scheduled for it: the node's resumption moves from it to a new event for now (as
+        SimPy's own interrupts do), and the deadline then fires with nobody waiting."""
         wake = self._wake
-        if wake is not None:
-            self._wake = None
+        self._wake = None
+        if not wake.triggered:
             wake.succeed()
+            return
+        proc = self.process
+        wake.callbacks.remove(proc._resume)
+        now = Event(self.env)
+        now.callbacks.append(proc._resume)
+        proc._target = now
+        now.succeed()
 
     def _full(self) -> bool:
         mb = self.max_batch
         return any(m >= mb for m in self._layer_max.values())
 
     def _sleep(self, full_only: bool, timeout_ns: int = 0) -> Event:
-        ev = self.env.event()
+        """The event the node sleeps on: a wake-up by an arrival, or (``timeout_ns``) the
+        batching window's deadline.
+
+        NOTE: for performance: the deadline is one event scheduled at the lowest priority
+        of its instant (after every other event of that nanosecond, as the timer-plus-
+        wake-up pair it replaces resumed the node), not a timer that fires a second event."""
+        ev = Event(self.env)
         self._wake = ev
         self._wake_full_only = full_only
         if timeout_ns:
-            self.engine.call_after(timeout_ns, self._timer, ev)
+            ev._ok = True
+            ev._value = None
+            self.env.schedule(ev, _DEADLINE, timeout_ns)
         return ev
-
-    def _timer(self, ev: Event) -> None:
-        if not ev.triggered:
-            if self._wake is ev:
-                self._wake = None
-            ev.succeed()
 
     # -- the node's process ---------------------------------------------------------------
     def fail(self) -> tuple[list[QueryMessage], list[PrefillJob]]:
@@ -208,6 +225,7 @@ class SharedNode(Node):
         while True:
             if not self.pending and not self.jobs:
                 yield self._sleep(full_only=False)
+                self._wake = None
                 continue
             if self.jobs and not self.pending:
                 yield from self._run_job(self.jobs.popleft())
@@ -223,6 +241,7 @@ class SharedNode(Node):
                         yield from self._run_job(self.jobs.popleft())
                         continue
                     yield self._sleep(full_only=True, timeout_ns=wait)
+                    self._wake = None
                     continue
             yield from self._launch()
 
