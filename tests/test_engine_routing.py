@@ -101,3 +101,35 @@ def test_a_step_of_layers_drawn_at_once_equals_layer_by_layer(popularity, n, S):
             assert np.array_equal(a.counts, b.counts)
             assert (a.requests, a.pairs, a.max_count) == (b.requests, b.pairs, b.max_count)
             assert a.pairs == int(a.counts.sum()) and a.max_count == int(a.counts.max())
+
+
+@pytest.mark.parametrize("n_per_corpus", [(1, 0, 2), (3, 1, 0), (40, 5, 1)])
+@pytest.mark.parametrize("S", [1, 3])
+def test_several_corpora_drawn_for_a_step_at_once_equal_layer_by_layer(n_per_corpus, S):
+    """ShardRouter.route_layers over several corpora (each with its own stream here, so the
+    order of draws between corpora cannot matter) equals route called layer by layer: the
+    same counts on every node's slots, requests, pairs and maxima."""
+    from sim.engine.routing import ShardRouter
+
+    sizes = (48, 1, 32)  # chunks per corpus (a corpus of one chunk: kept whole, no draws)
+
+    def shard(seed: int) -> ShardRouter:
+        routers, offset = [], 0
+        for c, n in enumerate(sizes):
+            spec = SharedCorpusSpec(tokens=n * CHUNK, chunk_tokens=CHUNK, keep_fraction=0.25,
+                                    popularity="uniform", corpora=1)
+            rng = np.random.default_rng([seed, c])
+            routers.append(QueryRouter(ChunkRouter(spec, rng), n, max(1, n // 4), S, rng,
+                                       uniform=True, offset=offset, exact_max_queries=2))
+            offset += n
+        return ShardRouter(routers, sizes, S, single_corpus=False)
+
+    corpus_ids = np.repeat(np.arange(3), n_per_corpus)
+    layers = 4
+    at_once = shard(5).route_layers(corpus_ids, len(corpus_ids), layers)
+    one_by_one = shard(5)
+    for layer in range(layers):
+        ref = one_by_one.route(corpus_ids, len(corpus_ids), layer)
+        for a, b in zip(at_once[layer], ref):
+            assert np.array_equal(a.counts, b.counts)
+            assert (a.requests, a.pairs, a.max_count) == (b.requests, b.pairs, b.max_count)

@@ -196,6 +196,50 @@ class QueryRouter:
         pairs = self._pairs(per_chunk)
         return per_chunk, pairs, self._requests(n_queries, pairs, touch)
 
+    def draw_counts_layers(self, n_queries: int, layers: int) -> tuple[np.ndarray, list[list[int]]]:
+        """``draw_counts`` for ``layers`` consecutive layers at once: (int64[layers, N]
+        queries per chunk, requests per shared node of each layer).
+
+        NOTE: for performance: one draw for every layer (the exact path selects the chunks
+        of ``n_queries x layers`` queries in one call, the same numbers as layer by layer;
+        the binomial paths draw a (layers, N) matrix)."""
+        N, S = self.n_chunks, self.S
+        if self.k == N and self.uniform:  # every query keeps every chunk: no draws
+            per_chunk = np.full((layers, N), n_queries, dtype=np.int64)
+            reqs = [n_queries if q else 0 for q in self._pairs(per_chunk[0])]
+            return per_chunk, [reqs] * layers
+        if n_queries <= self.exact_max_queries:
+            self.exact_draws += layers
+            sel = np.asarray(self.router.select(n_queries * layers)).reshape(
+                layers, n_queries, -1)
+            flat = sel + (np.arange(layers) * N)[:, None, None]
+            per_chunk = np.bincount(flat.ravel(), minlength=layers * N).reshape(layers, N)
+            if S == 1:
+                return per_chunk, [[n_queries] for _ in range(layers)]
+            hit = np.zeros((layers, n_queries, S), dtype=bool)
+            hit[np.arange(layers)[:, None, None], np.arange(n_queries)[None, :, None],
+                self.node_of[sel]] = True
+            return per_chunk, hit.sum(axis=1).tolist()
+        self.binomial_draws += layers
+        p, touch = self._probabilities()
+        if self._min_var_ok(n_queries):
+            mean = n_queries * p
+            sd = np.sqrt(mean * (1.0 - p))
+            z = self.rng.standard_normal((layers, N))
+            per_chunk = np.clip(np.rint(mean + sd * z), 0, n_queries).astype(np.int64)
+        elif self.uniform:
+            u = self.rng.random((layers, N))
+            cdf = self._binomial_cdf(n_queries, float(p[0]))
+            per_chunk = cdf.searchsorted(u, side="right").astype(np.int64, copy=False)
+        else:
+            per_chunk = self.rng.binomial(n_queries, p, size=(layers, N)).astype(np.int64)
+        if S == 1:
+            pairs = per_chunk.sum(axis=1, keepdims=True).tolist()
+        else:
+            pairs = [np.bincount(self.node_of, weights=row, minlength=S).astype(int).tolist()
+                     for row in per_chunk]
+        return per_chunk, [self._requests(n_queries, lp, touch) for lp in pairs]
+
     def draw_counts(self, n_queries: int, layer: int = 0) -> tuple[np.ndarray, list[int]]:
         """(int64[N] queries per chunk of this corpus, requests per shared node); ``layer``
         is the decode layer (unused here; trace-driven routers read their own layer's)."""
@@ -323,7 +367,26 @@ class ShardRouter:
         routers = self.routers
         if len(routers) == 1 and self.single_corpus:
             return routers[0].route_layers(batch, layers)
-        return [self.route(corpus_ids, batch, layer) for layer in range(layers)]
+        if layers == 1:
+            return [self.route(corpus_ids, batch, 0)]
+        per_corpus = np.bincount(corpus_ids[corpus_ids >= 0], minlength=len(routers))
+        S = self.shared_nodes
+        offsets = self._offsets
+        glob = np.zeros((layers, self._padded_chunks), dtype=np.int64)
+        reqs = np.zeros((layers, S), dtype=np.int64)
+        for corpus in np.flatnonzero(per_corpus).tolist():
+            per_chunk, r = routers[corpus].draw_counts_layers(int(per_corpus[corpus]), layers)
+            o = offsets[corpus]
+            glob[:, o:o + per_chunk.shape[1]] += per_chunk
+            reqs += np.asarray(r, dtype=np.int64)
+        mat = glob.reshape(layers, -1, S).transpose(0, 2, 1).copy()  # (layer, node, slot)
+        pairs = np.add.reduce(mat, axis=2).tolist()
+        maxs = (np.maximum.reduce(mat, axis=2).tolist() if mat.shape[2]
+                else [[0] * S] * layers)
+        reqs_l = reqs.tolist()
+        local = self._local_chunks
+        return [[NodeLoad(mat[layer, s, :local[s]], reqs_l[layer][s], pairs[layer][s],
+                          maxs[layer][s]) for s in range(S)] for layer in range(layers)]
 
     @property
     def exact_draws(self) -> int:

@@ -210,6 +210,11 @@ class TraceQueryRouter(QueryRouter):
         self._layer = layer
         return super().draw_counts(n_queries, layer)
 
+    def draw_counts_layers(self, n_queries: int, layers: int) -> tuple[np.ndarray, list[list[int]]]:
+        """Layer by layer: each layer reads its own rows of the trace."""
+        drawn = [self.draw_counts(n_queries, layer) for layer in range(layers)]
+        return np.stack([c for c, _ in drawn]), [r for _, r in drawn]
+
     def _draw(self, n_queries: int) -> tuple[np.ndarray, list[int], list[int]]:
         self.exact_draws += 1
         rows = self.source.take(n_queries, self._layer)
