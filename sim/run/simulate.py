@@ -26,6 +26,7 @@ from sim.engine.kernel import Engine
 from sim.engine.records import MAX_SAMPLES, Sampler
 from sim.engine.timeline import Timeline, TimelineOptions
 from sim.run.summary import latencies, summarize, timeseries
+from workloads.request import RequestTable
 
 MAX_LINK_SERIES = 64  # link queue series in timeseries.csv (larger fabrics: none)
 
@@ -93,7 +94,7 @@ def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
     ``router`` replaces the workload's statistical chunk router (a replayed trace's
     routing); ``timeline`` records a Chrome/Perfetto trace into ``RunResult.timeline``."""
     exp = experiment
-    requests = exp.workload.requests
+    requests = RequestTable.of(exp.workload.requests)
     engine = Engine(exp.seed)
     env = engine.env
     cluster = Cluster(engine, exp, make_router=router)
@@ -122,7 +123,8 @@ def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
     fab = cluster.fabric
     if fab is not None and len(fab.link_names) <= MAX_LINK_SERIES:
         names += [f"queue.{name}" for name in fab.link_names]
-    horizon = exp.run.duration_ns or max((r.arrival_ns for r in requests), default=0) or 10**9
+    last_arrival = int(requests.arrival_ns.max()) if len(requests) else 0
+    horizon = exp.run.duration_ns or last_arrival or 10**9
     sampler = Sampler(gauges, names, max(1000, horizon // MAX_SAMPLES))
 
     if exp.run.duration_ns is not None:
