@@ -48,7 +48,8 @@ class RequestRecords:
 
     header: list[str] = list(HEADER)
 
-    def __init__(self, log: RequestLog, node_names: list[str], block: int = BLOCK) -> None:
+    def __init__(self, log: RequestLog, node_names: list[str], block: int | None = None) -> None:
+        block = BLOCK if block is None else block
         if block < 1:
             raise ValueError(f"RequestRecords: block: expected an integer >= 1, got {block}")
         self.log = log
