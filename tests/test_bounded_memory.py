@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from small_config import small_config
 
-import sim.engine.records as records
-import sim.run.request_records as request_records
 from sim.config import config_from_dict, resolve
+from sim.engine import records
 from sim.engine.records import Sampler, TokenLog
-from sim.run import run_simulation
+from sim.run import request_records, run_simulation
 from sim.run.request_records import RequestRecords
 from sim.run.summary import PERCENTILES, latencies, throughput_series, token_throughput
 from workloads.request import RequestSpec, RequestTable
@@ -111,7 +110,7 @@ def test_summary_percentiles_are_exact_numpy_percentiles_of_the_whole_columns():
 # -- the token log -------------------------------------------------------------------------
 def _sampler_grid(t_end: int, dt0: int, max_samples: int) -> np.ndarray:
     """The times a Sampler samples a run ending at ``t_end`` (its grid halves as it goes)."""
-    s = Sampler(lambda: [], [], dt0, max_samples=max_samples)
+    s = Sampler(list, [], dt0, max_samples=max_samples)
     t = 0
     while t < t_end:
         s.sample(t)

@@ -46,8 +46,8 @@ class RequestTable(Sequence[RequestSpec]):
     None when no request sets them, else a column with -1 for None; ``ids`` is None when
     the ids are 0..n-1 (every plan the workloads make)."""
 
-    __slots__ = ("arrival_ns", "unique_tokens", "output_tokens", "corpus", "shared_tokens",
-                 "prefill_tokens", "ids")
+    __slots__ = ("arrival_ns", "corpus", "ids", "output_tokens", "prefill_tokens",
+                 "shared_tokens", "unique_tokens")
 
     def __init__(self, arrival_ns: Any, unique_tokens: Any, output_tokens: Any,
                  corpus: Any = None, shared_tokens: Any = None, prefill_tokens: Any = None,

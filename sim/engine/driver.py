@@ -18,7 +18,6 @@ from sim.engine.nodes.unique import UniqueNode
 from sim.engine.records import RunRecords
 from workloads.request import RequestTable
 
-
 ARRIVAL_BLOCK = 4096  # planned arrival times turned into Python ints at a time
 
 

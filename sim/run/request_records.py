@@ -46,7 +46,7 @@ class RequestRecords:
     """The per-request records of ``requests.csv`` (times in ms; blank where not
     reached), read off ``log`` a block at a time. ``node_names[i]`` names unique node i."""
 
-    header: list[str] = list(HEADER)
+    header: tuple[str, ...] = HEADER
 
     def __init__(self, log: RequestLog, node_names: list[str], block: int | None = None) -> None:
         block = BLOCK if block is None else block
@@ -107,8 +107,7 @@ class RequestRecords:
         """Write the CSV to ``path`` (UTF-8), a block at a time. Not atomic by itself: the
         results folder that holds it is (``sim.run.results``)."""
         with open(path, "w", encoding="utf-8") as fh:
-            for chunk in self.csv_chunks():
-                fh.write(chunk)
+            fh.writelines(self.csv_chunks())
 
 
 __all__ = ["BLOCK", "HEADER", "RequestRecords"]

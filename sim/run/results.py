@@ -24,8 +24,8 @@ import io
 import json
 import sys
 import time
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -153,8 +153,7 @@ def _write_chunks(path: Path, chunks: Iterable[str]) -> None:
     """:func:`_write` of text made a chunk at a time (never all in memory at once)."""
     try:
         with open(path, "w", encoding="utf-8") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
+            fh.writelines(chunks)
     except OSError as exc:
         if exc.filename is not None:
             raise

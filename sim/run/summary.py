@@ -311,6 +311,6 @@ __all__ = [
     "stats",
     "summarize",
     "throughput_series",
-    "token_throughput",
     "timeseries",
+    "token_throughput",
 ]
