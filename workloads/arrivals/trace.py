@@ -102,9 +102,7 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
         notes.append("workload.shared.source none: each Mooncake prompt is wholly its "
                      "request's own context (the blocks it shares with other requests are "
                      "not shared)")
-        reqs = tuple(RequestSpec(i, t, u, o) for i, (t, u, o) in enumerate(zip(
-            times.tolist(), inputs.tolist(), outputs.tolist())))
-        return ArrivalPlan(reqs, notes=tuple(notes))
+        return ArrivalPlan(RequestTable(times, inputs, outputs), notes=tuple(notes))
     if rows.format == "mooncake":
         assert rows.hash_ids is not None
         hashes = [rows.hash_ids[i] for i in idx.tolist()]
