@@ -152,7 +152,7 @@ def _write(path: Path, text: str) -> None:
 def _write_chunks(path: Path, chunks: Iterable[str]) -> None:
     """:func:`_write` of text made a chunk at a time (never all in memory at once)."""
     try:
-        with open(path, "w", encoding="utf-8") as fh:
+        with path.open("w", encoding="utf-8") as fh:
             fh.writelines(chunks)
     except OSError as exc:
         if exc.filename is not None:
