@@ -19,7 +19,8 @@ Sections (each run is a fresh child process, so its peak RSS is its own):
   10k,100k,1M) on the default workload; with ``--tracemalloc`` also what holds the memory
   by the run, by source line, in a separate run of the smallest size (tracemalloc slows a
   run ~2-3x); ``--output-tokens N`` makes every request generate N tokens, so that a
-  million requests fit in minutes.
+  million requests fit in minutes; ``--write`` makes each run write its results folder
+  too (requests.csv, timeseries.csv, the report and its plots), so the peak covers that.
 
 Every run is at ``--granularity`` (default ``layer``, the faithful mode). Per run: wall
 time of the simulation proper (``run_info.wall_time_s``), CPU time, SimPy events, events/s
@@ -110,10 +111,12 @@ def _where(frame: Any) -> str:
 
 
 def child(kind: str, requests: int | None, granularity: str, trace_top: int,
-          output_tokens: int | None = None) -> dict[str, Any]:
+          output_tokens: int | None = None, write: bool = False) -> dict[str, Any]:
     """One run in this (fresh) process; the figures as a dict. With ``trace_top``, the
     memory the run itself allocated (tracemalloc, started after the imports and the config
-    load) by source line, at its end and at its peak."""
+    load) by source line, at its end and at its peak. With ``write``, the run also writes
+    its results folder (requests.csv, the report and its plots, as ``moska-sim run`` does)
+    into a temporary folder, removed afterwards; ``write_s`` is the time that took."""
     from sim.config import load_config
     from sim.run import run_simulation
 
@@ -130,6 +133,21 @@ def child(kind: str, requests: int | None, granularity: str, trace_top: int,
     t0 = time.perf_counter()
     result = run_simulation(cfg, progress=False, write=False)
     total = time.perf_counter() - t0
+    rss_after_run = rss_mib()
+    write_s = None
+    if write:
+        import shutil
+        import tempfile
+
+        from sim.run.results import write_results
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+        try:
+            t1 = time.perf_counter()
+            write_results(result, tmp / "run")
+            write_s = time.perf_counter() - t1
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     info, s = result.run_info, result.summary
     row: dict[str, Any] = {
         "kind": kind, "granularity": granularity, "output_tokens": output_tokens or "file",
@@ -140,6 +158,7 @@ def child(kind: str, requests: int | None, granularity: str, trace_top: int,
         "requests_per_wall_s": info["simulated_requests_per_wall_s"],
         "tokens_generated": s["tokens_generated"],
         "rss_before_run_mib": rss_before, "peak_rss_mib": rss_mib(),
+        "peak_rss_before_write_mib": rss_after_run, "write_s": write_s,
     }
     if trace_top:
         import tracemalloc
@@ -158,10 +177,12 @@ def child(kind: str, requests: int | None, granularity: str, trace_top: int,
 
 # -- in the parent ------------------------------------------------------------------------
 def run_child(kind: str, requests: int | None, granularity: str, trace_top: int = 0,
-              timeout_s: float | None = None, output_tokens: int | None = None
-              ) -> dict[str, Any]:
+              timeout_s: float | None = None, output_tokens: int | None = None,
+              write: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
            "--granularity", granularity, "--trace-top", str(trace_top)]
+    if write:
+        cmd.append("--write")
     if output_tokens is not None:
         cmd += ["--output-tokens", str(output_tokens)]
     if requests is not None:
@@ -233,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracemalloc", type=int, nargs="?", const=12, default=0, metavar="TOP",
                     help="memory section: also a tracemalloc run of the largest size, "
                          "printing the TOP source lines holding memory at its end (12)")
+    ap.add_argument("--write", action="store_true",
+                    help="memory section: each run also writes its results folder (the "
+                         "report included) to a temporary folder, as moska-sim run does; "
+                         "peak RSS then covers writing too")
     ap.add_argument("--timeout", type=float, default=None, metavar="S",
                     help="stop any one run after S seconds (reported, not fatal)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -242,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.requests, args.granularity, args.trace_top,
-                               args.output_tokens)))
+                               args.output_tokens, args.write)))
         return 0
 
     sections = [s for s in args.sections.split(",") if s]
@@ -265,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in sections:
         sizes = [int(x) for x in args.memory_requests.split(",") if x]
         rows = [run_child("memory", n, g, timeout_s=args.timeout,
-                          output_tokens=args.output_tokens) for n in sizes]
+                          output_tokens=args.output_tokens, write=args.write) for n in sizes]
         for r in rows:
             if "peak_rss_mib" in r and r.get("requests"):
                 r["run_mib"] = r["peak_rss_mib"] - r["rss_before_run_mib"]
@@ -288,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in out:
         table(f"memory: peak RSS against requests simulated (granularity {g})",
               with_ratios(out["memory"], bare_eps),
-              KEYS[:-1] + ["run_mib", "run_kib_per_request", "error"])
+              KEYS[:-1] + ["run_mib", "run_kib_per_request", "peak_rss_before_write_mib",
+                           "write_s", "error"])
         tm = out.get("memory_tracemalloc")
         if tm and "tracemalloc_top" in tm:
             print(f"\n## tracemalloc, {tm['requests']:,}-request run: allocated by the run and "

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 from hypothesis import given
@@ -119,26 +120,61 @@ def test_default_results_folder_is_checked_too(tmp_path: Path) -> None:
     assert outcome.code == 2 and "results" in outcome.err and "is a file" in outcome.err
 
 
-@pytest.mark.parametrize("where", ["data", "report"])
+class _FillingFile:
+    """A file being written when the disk fills: its second write fails."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.writes = fh, 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it
+        return self.fh.write(text)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+
+@pytest.mark.parametrize("where", ["data", "requests", "report"])
 def test_disk_full_while_writing_leaves_nothing(tmp_path: Path, monkeypatch,
                                                 where: str) -> None:
-    """ENOSPC while writing a data file or the report: exit 2, one line naming the file
-    (as it would have been, not the staging folder), no results folder, no staging folder
-    (the run used to exit 0 without its report)."""
+    """ENOSPC while writing a data file (written whole; requests.csv, written a block at a
+    time, part-way through) or the report: exit 2, one line naming the file (as it would
+    have been, not the staging folder), no results folder, no staging folder (the run used
+    to exit 0 without its report)."""
     import sim.report
+    import sim.run.request_records
 
     real_write_text = Path.write_text
+    real_open = Path.open
 
     def full_disk(self: Path, *args: object, **kwargs: object) -> int:
-        if self.name == "requests.csv":
+        if self.name == "timeseries.csv":
             raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it
         return real_write_text(self, *args, **kwargs)
+
+    def filling_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        fh = real_open(self, *args, **kwargs)
+        writing = "w" in str(args[0] if args else kwargs.get("mode", "r"))
+        return _FillingFile(fh) if self.name == "requests.csv" and writing else fh
 
     def full_report(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if where == "data":
         monkeypatch.setattr(Path, "write_text", full_disk)
+        named = tmp_path / "out" / "timeseries.csv"
+    elif where == "requests":
+        monkeypatch.setattr(Path, "open", filling_open)
+        monkeypatch.setattr(sim.run.request_records, "BLOCK", 3)  # several blocks to write
         named = tmp_path / "out" / "requests.csv"
     else:
         monkeypatch.setattr(sim.report, "write_run_report", full_report)

@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from hw.specs import LinkSpec, load_chip, load_link
 from sim.config.schema import ExperimentConfig
 from sim.engine.experiment import (
@@ -35,6 +37,7 @@ from sim.engine.kernel import RngStreams
 from workloads.arrivals import ArrivalPlan, build_arrivals
 from workloads.distributions import TokenDistribution
 from workloads.models import get_model
+from workloads.request import RequestTable
 from workloads.sharing import SharedCorpusSpec
 from workloads.systems import get_system
 
@@ -126,34 +129,36 @@ def resolve(cfg: ExperimentConfig, *, with_workload: bool = True) -> Experiment:
                                   memory=None)
     requests = with_prefill_tokens(plan.requests, cfg.workload.prefill_tokens,
                                    RngStreams(exp.seed)["prefill"])
-    if cfg.workload.unique_tokens is None and requests:  # the trace's own sizes
+    if cfg.workload.unique_tokens is None and len(requests):  # the trace's own sizes
+        n = len(requests)
         exp = dataclasses.replace(exp, sizes=SizeLaws(
-            unique_tokens_mean=int(round(sum(r.unique_tokens for r in requests) / len(requests))),
-            output_tokens_mean=sum(max(1, r.output_tokens) for r in requests) / len(requests)))
+            unique_tokens_mean=int(round(int(requests.unique_tokens.sum()) / n)),
+            output_tokens_mean=int(np.maximum(requests.output_tokens, 1).sum()) / n))
     return exp.with_requests(requests, plan.closed_loop_concurrency,
                              _sharing_dict(plan.sharing), plan.notes)
 
 
-def with_prefill_tokens(requests: Any, law: Any, rng: Any) -> Any:
+def with_prefill_tokens(requests: Any, law: Any, rng: Any) -> RequestTable:
     """Each request's new prompt tokens under ``workload.prefill_tokens``: 'all' leaves
     them as the arrival process set them (None: all unique tokens are new); a count or a
     distribution (drawn from the ``prefill`` stream) applies to the requests the arrival
     process left undecided, clipped to their unique tokens; 0 makes them decode-only."""
+    requests = RequestTable.of(requests)
     if law == "all":
         return requests
-    todo = [i for i, r in enumerate(requests) if r.prefill_tokens is None]
-    if not todo:
+    prefill = requests.prefill_tokens
+    todo = (np.arange(len(requests)) if prefill is None
+            else np.flatnonzero(prefill == -1))  # -1: None, the arrival process left it
+    if not len(todo):
         return requests
     if isinstance(law, int):
-        counts = [law] * len(todo)
+        counts = np.full(len(todo), law, dtype=np.int64)
     else:
         counts = TokenDistribution.from_config(law, "workload.prefill_tokens").sample(
-            rng, len(todo)).tolist()
-    out = list(requests)
-    for i, n in zip(todo, counts):
-        r = out[i]
-        out[i] = dataclasses.replace(r, prefill_tokens=min(int(n), r.unique_tokens))
-    return out
+            rng, len(todo))
+    out = (np.full(len(requests), -1, dtype=np.int64) if prefill is None else prefill.copy())
+    out[todo] = np.minimum(counts.astype(np.int64), requests.unique_tokens[todo])
+    return requests.with_prefill_tokens(out)
 
 
 def _chip(group: Any, cfg: ExperimentConfig) -> Any:

@@ -34,6 +34,7 @@ from sim.engine.nodes.shared import SharedNode
 from sim.engine.nodes.unique import UniqueNode
 from sim.engine.records import RunRecords
 from sim.engine.routing import QueryRouter, ShardRouter
+from workloads.request import RequestTable
 from workloads.sharing import ChunkRouter, SharedCorpusSpec
 
 RouterFactory = Callable[[int, np.random.Generator], Any]  # (corpus, rng) -> .select(n)
@@ -48,7 +49,7 @@ class Cluster:
         self.experiment = experiment
         exp = experiment
         self.memory = exp.memory
-        requests = exp.workload.requests
+        requests = RequestTable.of(exp.workload.requests)
         self.records = RunRecords(len(requests), len(PHASES))
         self.remote_shared = exp.remote_shared
         self._fill_log(requests)
@@ -83,23 +84,28 @@ class Cluster:
         return self.driver.done
 
     # -- construction ---------------------------------------------------------------------
-    def _fill_log(self, requests: Any) -> None:
+    def _fill_log(self, requests: RequestTable) -> None:
         exp = self.experiment
         log = self.records.log
-        if not requests:
+        if not len(requests):
             return
-        log.unique_tokens[:] = [r.unique_tokens for r in requests]
-        log.prefill_tokens[:] = [r.unique_tokens if r.prefill_tokens is None
-                                 else min(r.prefill_tokens, r.unique_tokens) for r in requests]
-        log.output_tokens[:] = [max(1, r.output_tokens) for r in requests]
+        unique = requests.unique_tokens
+        log.unique_tokens[:] = unique
+        pre = requests.prefill_tokens  # -1: None (all unique tokens are new)
+        log.prefill_tokens[:] = unique if pre is None else np.where(pre < 0, unique,
+                                                                    np.minimum(pre, unique))
+        log.output_tokens[:] = np.maximum(requests.output_tokens, 1)
+        shared_col = requests.shared_tokens  # -1: None (the whole configured corpus)
         if exp.corpus.corpus_tokens is None:
             # corpora drawn by the workload are folded onto the configured ones
-            log.corpus[:] = [r.corpus % exp.corpus.corpora for r in requests]
+            log.corpus[:] = requests.corpus % exp.corpus.corpora
         else:  # the workload's own corpora (Mooncake); -1: the request shares nothing
-            log.corpus[:] = [r.corpus if r.shared_tokens else -1 for r in requests]
+            # (``if r.shared_tokens``: None and 0 share nothing)
+            reads = np.zeros(len(requests), bool) if shared_col is None else shared_col > 0
+            log.corpus[:] = np.where(reads, requests.corpus, -1)
         shared = exp.corpus.tokens
-        log.shared_tokens[:] = [shared if r.shared_tokens is None else r.shared_tokens
-                                for r in requests]
+        log.shared_tokens[:] = shared if shared_col is None else np.where(shared_col < 0, shared,
+                                                                          shared_col)
         log.kv_bytes[:] = self.memory.request_bytes(log.unique_tokens, log.output_tokens,
                                                     log.shared_tokens)
         log.freeze_rows()

@@ -16,7 +16,9 @@ from sim.engine.fabric import Fabric
 from sim.engine.kernel import Engine
 from sim.engine.nodes.unique import UniqueNode
 from sim.engine.records import RunRecords
-from workloads.request import RequestSpec
+from workloads.request import RequestTable
+
+ARRIVAL_BLOCK = 4096  # planned arrival times turned into Python ints at a time
 
 
 def least_loaded(nodes: Sequence[UniqueNode]) -> UniqueNode:
@@ -33,7 +35,7 @@ def least_loaded(nodes: Sequence[UniqueNode]) -> UniqueNode:
 class RequestDriver:
     """Feeds ``requests`` into ``nodes``; ``done`` fires when all have finished."""
 
-    def __init__(self, engine: Engine, requests: Sequence[RequestSpec], records: RunRecords,
+    def __init__(self, engine: Engine, requests: RequestTable, records: RunRecords,
                  nodes: list[UniqueNode], kv_capacity_bytes: int,
                  closed_loop_concurrency: int | None = None, *,
                  prefill_nodes: Sequence[UniqueNode] = (), prefill_capacity_bytes: int = 0,
@@ -172,14 +174,17 @@ class RequestDriver:
             self.dispatch(rid)
 
     def open_loop(self):
-        """Requests arrive at their planned times."""
+        """Requests arrive at their planned times (read off the plan's column a block at a
+        time, so no Python object per planned request is made up front)."""
         env = self.env
-        for rid, r in enumerate(self.requests):
-            delay = int(r.arrival_ns) - env.now
-            if delay > 0:
-                yield env.timeout(delay)
-            self._next = rid + 1
-            self.dispatch(rid)
+        arrival = self.requests.arrival_ns
+        for start in range(0, len(arrival), ARRIVAL_BLOCK):
+            for rid, t in enumerate(arrival[start:start + ARRIVAL_BLOCK].tolist(), start):
+                delay = t - env.now
+                if delay > 0:
+                    yield env.timeout(delay)
+                self._next = rid + 1
+                self.dispatch(rid)
 
     def start(self) -> None:
         """Start issuing requests."""
@@ -188,7 +193,7 @@ class RequestDriver:
                 self._issue_next()
         else:
             self.env.process(self.open_loop())
-        if not self.requests and not self.done.triggered:
+        if not len(self.requests) and not self.done.triggered:
             self.done.succeed()
 
 

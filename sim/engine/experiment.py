@@ -15,7 +15,7 @@ from typing import Any
 from hw.specs import ChipSpec, LinkSpec, load_chip, load_link
 from sim.engine.deployment import MemoryPlan, memory_plan
 from workloads.models import ModelSpec, get_model
-from workloads.request import RequestSpec
+from workloads.request import RequestTable
 from workloads.systems import ServingSystem, get_system
 from workloads.systems.ops import n_chunks
 
@@ -203,7 +203,7 @@ class SizeLaws:
 class WorkloadPlan:
     """The run's requests (arrival order) and what the arrival process said about them."""
 
-    requests: tuple[RequestSpec, ...] = ()
+    requests: RequestTable = field(default_factory=RequestTable.empty)
     closed_loop_concurrency: int | None = None
     sharing: dict | None = None
     notes: tuple[str, ...] = ()
@@ -252,7 +252,8 @@ class Experiment:
     def with_requests(self, requests: Any, closed_loop_concurrency: int | None = None,
                       sharing: dict | None = None, notes: tuple[str, ...] = ()) -> Experiment:
         """The same experiment driven by ``requests`` (tests, benchmarks, replays)."""
-        plan = WorkloadPlan(tuple(requests), closed_loop_concurrency, sharing, tuple(notes))
+        plan = WorkloadPlan(RequestTable.of(requests), closed_loop_concurrency, sharing,
+                            tuple(notes))
         return dataclasses.replace(self, workload=plan)
 
     def with_corpora(self, corpus_tokens: tuple[int, ...]) -> Experiment:

@@ -1,9 +1,11 @@
 """What a run records as it goes: per-request records, tokens over time, the number in
 system (for Little's law), the time breakdown by phase, and sampled queue lengths.
 
-Recording is cheap and bounded: requests live in preallocated numpy columns; tokens are
-appended once per step; queue lengths are sampled on a regular grid that halves itself
-whenever it would exceed ``MAX_SAMPLES`` points (so any run has at most that many).
+Recording is cheap and bounded: requests live in preallocated numpy columns (~180 bytes
+a planned request: the engine indexes them by request id); tokens are counted per time
+bin, at most ``TOKEN_BINS`` of them, merged pairwise as the run grows (O(1), not a record
+per decode step); queue lengths are sampled on a regular grid that halves itself whenever
+it would exceed ``MAX_SAMPLES`` points (so any run has at most that many).
 """
 
 from __future__ import annotations
@@ -73,20 +75,129 @@ class RequestLog:
         return int((self.arrival_ns >= 0).sum())
 
 
-class TokenLog:
-    """(time, tokens made) per step, appended as the run goes."""
+TOKEN_BINS = 8192  # time bins of the token log (O(1) memory whatever the run's length)
+RAW_STEPS = 1 << 16  # per-step (time, tokens) pairs kept for inspection, the first ones only
 
-    def __init__(self) -> None:
-        self.times = array("q")
-        self.counts = array("q")
+
+class TokenLog:
+    """Tokens made over time, reduced as the run goes: ``total``, the tokens made at or
+    after the warm-up, and counts per time bin ``(k dt, (k+1) dt]`` (``at_zero``: made at
+    t = 0). There are at most ``TOKEN_BINS`` bins: when a token falls past the last one,
+    pairs of bins merge and ``dt`` doubles (as the queue ``Sampler`` does with its grid),
+    so memory is O(1) in the run's length, not O(decode steps).
+
+    :meth:`use_grid` starts the bins at the ``Sampler``'s first step (both grids are then
+    that step times powers of two, so every sample time is a bin edge and the tokens per
+    sampling interval are exact integers; :meth:`made_until`). Until it is called (a
+    cluster driven without ``simulate``), every step is kept. The first ``RAW_STEPS`` steps
+    are kept as (time, tokens) pairs too (:meth:`arrays`, for tests and small runs)."""
+
+    def __init__(self, max_bins: int | None = None, raw_steps: int | None = None) -> None:
         self.total = 0
+        self.dt: int | None = None
+        self.max_bins = max(2, int(TOKEN_BINS if max_bins is None else max_bins)) // 2 * 2
+        self.bins: list[int] = []
+        self.at_zero = 0
+        self.warmup_ns = 0
+        self.since_warmup = 0  # tokens made at t >= warmup_ns
+        self.last_t = -1  # the latest time tokens were made, and how many then
+        self.at_last_t = 0
+        self.raw_steps = RAW_STEPS if raw_steps is None else int(raw_steps)
+        self.times: array | None = array("q")
+        self.counts: array | None = array("q")
+
+    def use_grid(self, dt_ns: int, warmup_ns: int = 0) -> None:
+        """Reduce into bins of ``dt_ns`` (doubling as needed) from now on; count the tokens
+        made at or after ``warmup_ns``. Called once, before any token is made."""
+        if self.total or self.times is None or len(self.times):
+            raise RuntimeError("TokenLog.use_grid: tokens were made already")
+        self.dt = max(1, int(dt_ns))
+        self.bins = [0] * self.max_bins
+        self.warmup_ns = int(warmup_ns)
 
     def add(self, t: int, n: int) -> None:
-        self.times.append(t)
-        self.counts.append(n)
         self.total += n
+        if t >= self.warmup_ns:
+            self.since_warmup += n
+        if t == self.last_t:
+            self.at_last_t += n
+        elif t > self.last_t:
+            self.last_t, self.at_last_t = t, n
+        times = self.times
+        if times is not None:
+            if self.dt is None or len(times) < self.raw_steps:
+                times.append(t)
+                self.counts.append(n)  # type: ignore[union-attr]
+            else:
+                self.times = self.counts = None  # past the inspection limit: bins only
+        if self.dt is None:
+            return
+        if t <= 0:
+            self.at_zero += n
+            return
+        k = (t - 1) // self.dt  # the bin (k dt, (k+1) dt] holding t
+        while k >= self.max_bins:
+            self._coarsen()
+            k = (t - 1) // self.dt
+        self.bins[k] += n
+
+    def _coarsen(self) -> None:
+        """Merge pairs of bins: (2j dt, (2j+2) dt] is one bin of the doubled width."""
+        b = self.bins
+        half = [x + y for x, y in zip(b[0::2], b[1::2])]
+        self.bins = half + [0] * (self.max_bins - len(half))
+        self.dt = 2 * self.dt  # type: ignore[operator]
+
+    def made_until(self, t: int) -> int:
+        """Tokens made at times <= ``t``: exact when ``t`` is 0, a bin edge (a multiple of
+        ``dt``; every sample time of the Sampler whose grid this uses) or at or after the
+        last token; otherwise an error (the bins cannot split)."""
+        return int(self.made_until_each(np.array([t]))[0])
+
+    def made_since(self, t: int) -> int:
+        """Tokens made at times >= ``t``: exact for the warm-up time given to
+        :meth:`use_grid`, for 0, and for times at or after the last token."""
+        if t <= 0:
+            return self.total
+        if t == self.warmup_ns:
+            return self.since_warmup
+        if t > self.last_t:
+            return 0
+        if t == self.last_t:
+            return self.at_last_t
+        if self.dt is None:
+            times, counts = self.arrays()
+            return int(counts[times >= t].sum())
+        raise RuntimeError(f"TokenLog: tokens made since {t} ns are not known exactly (only "
+                           f"since the warm-up, {self.warmup_ns} ns)")
+
+    def made_until_each(self, ts: np.ndarray) -> np.ndarray:
+        """:meth:`made_until` of each time in ``ts`` (int64), vectorised."""
+        ts = np.asarray(ts, dtype=np.int64)
+        if self.dt is None:
+            times, counts = self.arrays()  # in time order: the clock never goes back
+            cum = np.concatenate(([0], np.cumsum(counts)))
+            return cum[np.searchsorted(times, ts, side="right")]
+        out = np.full(len(ts), self.total, dtype=np.int64)
+        out[ts < 0] = 0
+        inner = (ts >= 0) & (ts < self.last_t)
+        t = ts[inner]
+        off = t % self.dt
+        if off.any():
+            bad = int(t[np.flatnonzero(off)[0]])
+            raise RuntimeError(f"TokenLog: time {bad} ns is not a multiple of the bin width "
+                               f"{self.dt} ns; tokens made by then are not known exactly")
+        cum = np.concatenate(([self.at_zero], self.at_zero + np.cumsum(
+            np.asarray(self.bins, dtype=np.int64))))
+        out[inner] = cum[t // self.dt]
+        return out
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(time, tokens) of every step, for runs of up to ``raw_steps`` steps (or driven
+        without ``use_grid``); an error past that (only the bins are kept)."""
+        if self.times is None or self.counts is None:
+            raise RuntimeError(f"TokenLog.arrays: the run made more than {self.raw_steps} "
+                               "steps; only the token counts per time bin are kept")
         return (np.frombuffer(self.times, dtype=np.int64).copy(),
                 np.frombuffer(self.counts, dtype=np.int64).copy())
 
@@ -152,5 +263,5 @@ class RunRecords:
         self.breakdown = np.zeros(phases, dtype=np.float64)
 
 
-__all__ = ["COLUMNS", "MAX_SAMPLES", "Occupancy", "RequestLog", "RunRecords", "Sampler",
-           "TokenLog"]
+__all__ = ["COLUMNS", "MAX_SAMPLES", "RAW_STEPS", "TOKEN_BINS", "Occupancy", "RequestLog",
+           "RunRecords", "Sampler", "TokenLog"]

@@ -56,7 +56,7 @@ import numpy as np
 
 from sim.engine.routing import QueryRouter
 from sim.run.simulate import RunResult, simulate
-from workloads.request import RequestSpec
+from workloads.request import RequestTable
 
 DURATION_ONLY_REQUESTS = 100_000  # --arrivals trace bounded by run.duration_s alone
 
@@ -266,7 +266,7 @@ def check_model(header: Any, exp: Any, path: str) -> list[str]:
     return notes
 
 
-def trace_requests(trace: Any, n_requests: int) -> tuple[list[RequestSpec], int, int]:
+def trace_requests(trace: Any, n_requests: int) -> tuple[RequestTable, int, int]:
     """(requests, closed-loop concurrency, requests in the trace) from the trace's batch
     composition (see the module docstring)."""
     cols = trace.records.columns
@@ -282,8 +282,8 @@ def trace_requests(trace: Any, n_requests: int) -> tuple[list[RequestSpec], int,
     steps_of = dict(zip(*np.unique(pairs[0], return_counts=True)))
     outputs = np.array([int(steps_of[int(r)]) + 1 for r in uniq.tolist()], dtype=np.int64)
     m = len(uniq)
-    reqs = [RequestSpec(i, 0, int(prompt[i % m]), int(outputs[i % m]), 0)
-            for i in range(n_requests)]
+    cycle = np.arange(n_requests) % m
+    reqs = RequestTable(np.zeros(n_requests, dtype=np.int64), prompt[cycle], outputs[cycle])
     return reqs, int(sizes.max()), m
 
 

@@ -24,6 +24,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,7 @@ def _write_folder(result: RunResult, tmp: Path) -> None:
     if result.config is not None:
         _write(tmp / "config.yaml", config_yaml(result.config, seed))
     _write(tmp / "summary.json", summary_json(result.summary))
-    _write(tmp / "requests.csv", _csv_text(result.requests_header, result.requests_rows))
+    _write_chunks(tmp / "requests.csv", result.requests.csv_chunks())
     _write(tmp / "timeseries.csv",
            timeseries_csv(result.timeseries_header, result.timeseries_rows))
     tl = getattr(result, "timeline", None)
@@ -142,6 +143,17 @@ def _write(path: Path, text: str) -> None:
     writing) is raised again naming ``path``."""
     try:
         path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
+def _write_chunks(path: Path, chunks: Iterable[str]) -> None:
+    """:func:`_write` of text made a chunk at a time (never all in memory at once)."""
+    try:
+        with path.open("w", encoding="utf-8") as fh:
+            fh.writelines(chunks)
     except OSError as exc:
         if exc.filename is not None:
             raise

@@ -25,7 +25,9 @@ from sim.engine.experiment import Experiment
 from sim.engine.kernel import Engine
 from sim.engine.records import MAX_SAMPLES, Sampler
 from sim.engine.timeline import Timeline, TimelineOptions
-from sim.run.summary import latencies, summarize, timeseries
+from sim.run.request_records import RequestRecords
+from sim.run.summary import summarize, timeseries
+from workloads.request import RequestTable
 
 MAX_LINK_SERIES = 64  # link queue series in timeseries.csv (larger fabrics: none)
 
@@ -35,8 +37,7 @@ class RunResult:
     """What a run produced: the summary, per-request records, time series, run info."""
 
     summary: dict
-    requests_header: list[str]
-    requests_rows: list[list[Any]]
+    requests: RequestRecords  # requests.csv, formatted a block at a time
     timeseries_header: list[str]
     timeseries_rows: np.ndarray
     run_info: dict
@@ -44,6 +45,16 @@ class RunResult:
     out_dir: Path | None = None
     cluster: Cluster | None = field(default=None, repr=False)
     timeline: Timeline | None = field(default=None, repr=False)
+
+    @property
+    def requests_header(self) -> list[str]:
+        return list(self.requests.header)
+
+    @property
+    def requests_rows(self) -> list[list[Any]]:
+        """Every row of ``requests.csv`` as Python values, built on each call (O(requests)
+        objects: for small runs and tests; files are written from ``requests`` in blocks)."""
+        return self.requests.rows()
 
 
 # -- progress ---------------------------------------------------------------------------
@@ -93,7 +104,7 @@ def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
     ``router`` replaces the workload's statistical chunk router (a replayed trace's
     routing); ``timeline`` records a Chrome/Perfetto trace into ``RunResult.timeline``."""
     exp = experiment
-    requests = exp.workload.requests
+    requests = RequestTable.of(exp.workload.requests)
     engine = Engine(exp.seed)
     env = engine.env
     cluster = Cluster(engine, exp, make_router=router)
@@ -122,8 +133,10 @@ def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
     fab = cluster.fabric
     if fab is not None and len(fab.link_names) <= MAX_LINK_SERIES:
         names += [f"queue.{name}" for name in fab.link_names]
-    horizon = exp.run.duration_ns or max((r.arrival_ns for r in requests), default=0) or 10**9
+    last_arrival = int(requests.arrival_ns.max()) if len(requests) else 0
+    horizon = exp.run.duration_ns or last_arrival or 10**9
     sampler = Sampler(gauges, names, max(1000, horizon // MAX_SAMPLES))
+    rec.tokens.use_grid(sampler.dt, exp.run.warmup_ns)  # tokens binned on the sampler's grid
 
     if exp.run.duration_ns is not None:
         target, unit = exp.run.duration_ns / 1e9, "s"
@@ -159,7 +172,7 @@ def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
         sampler.sample(t_end)
     summary = summarize(exp, cluster, t_end, exp.workload.sharing)
     ts_names, ts_rows = timeseries(rec.tokens, sampler, t_end)
-    req_header, req_rows = request_rows(cluster)
+    req_records = RequestRecords(rec.log, [u.name for u in cluster.unique])
     events = engine.events_scheduled
     run_info = {
         "wall_time_s": wall,
@@ -174,39 +187,15 @@ def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
     }
     if tl is not None:
         run_info["timeline"] = tl.summary()
-    return RunResult(summary, req_header, req_rows, ts_names, ts_rows, run_info,
+    return RunResult(summary, req_records, ts_names, ts_rows, run_info,
                      cluster=cluster, timeline=tl)
 
 
 def request_rows(cluster: Cluster) -> tuple[list[str], list[list[Any]]]:
-    """Per-request records for ``requests.csv`` (times in ms; blank where not reached)."""
-    log = cluster.log
-    lat = latencies(log)
-    header = ["id", "node", "status", "arrival_ms", "admitted_ms", "first_token_ms",
-              "completion_ms", "unique_tokens", "shared_tokens", "output_tokens",
-              "tokens_generated", "ttft_ms", "tpot_ms", "e2e_ms"]
-    arrived = np.nonzero(log.arrival_ns >= 0)[0]
-
-    def ms(a: np.ndarray) -> list[str]:
-        return ["" if v < 0 else f"{v / 1e6:.6f}" for v in a.tolist()]
-
-    def fl(a: np.ndarray) -> list[str]:
-        return ["" if not np.isfinite(v) else f"{v:.6f}" for v in a.tolist()]
-
-    node_names = [u.name for u in cluster.unique]
-    cols = [
-        arrived.tolist(),
-        ["" if n < 0 else node_names[n] for n in log.node[arrived].tolist()],
-        [log.STATUS_NAMES[s] for s in log.status[arrived].tolist()],
-        ms(log.arrival_ns[arrived]), ms(log.admit_ns[arrived]), ms(log.first_ns[arrived]),
-        ms(log.done_ns[arrived]),
-        log.unique_tokens[arrived].tolist(), log.shared_tokens[arrived].tolist(),
-        log.output_tokens[arrived].tolist(), log.generated[arrived].tolist(),
-        fl(lat.ttft_ms[arrived]), fl(lat.tpot_ms[arrived]), fl(lat.e2e_ms[arrived]),
-    ]
-    return header, [list(r) for r in zip(*cols)]
-
-
+    """Per-request records for ``requests.csv`` (times in ms; blank where not reached), as
+    one list of rows (O(requests) objects; ``RequestRecords`` formats them in blocks)."""
+    records = RequestRecords(cluster.log, [u.name for u in cluster.unique])
+    return list(records.header), records.rows()
 
 
 def run_simulation(config: Any, out_dir: Path | str | None = None, progress: bool = True,

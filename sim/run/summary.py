@@ -41,12 +41,19 @@ class LatencyColumns:
 
 def latencies(log: RequestLog) -> LatencyColumns:
     """TTFT = first token - arrival; TPOT = mean gap after the first token; e2e."""
-    arr = log.arrival_ns.astype(np.float64)
-    first = np.where(log.first_ns >= 0, log.first_ns, np.nan).astype(np.float64)
-    done = np.where(log.done_ns >= 0, log.done_ns, np.nan).astype(np.float64)
+    return latency_columns(log.arrival_ns, log.first_ns, log.done_ns, log.output_tokens)
+
+
+def latency_columns(arrival_ns: np.ndarray, first_ns: np.ndarray, done_ns: np.ndarray,
+                    output_tokens: np.ndarray) -> LatencyColumns:
+    """:func:`latencies` of any rows of the log's columns (elementwise: the value for a
+    request does not depend on which other rows are passed)."""
+    arr = arrival_ns.astype(np.float64)
+    first = np.where(first_ns >= 0, first_ns, np.nan).astype(np.float64)
+    done = np.where(done_ns >= 0, done_ns, np.nan).astype(np.float64)
     ttft = (first - arr) / 1e6
     e2e = (done - arr) / 1e6
-    gaps = log.output_tokens - 1
+    gaps = output_tokens - 1
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(gaps > 0, (done - first) / np.maximum(gaps, 1) / 1e6, np.nan)
     return LatencyColumns(ttft, tpot, e2e)
@@ -80,6 +87,19 @@ def throughput_series(times: np.ndarray, counts: np.ndarray, grid: np.ndarray) -
     idx = np.searchsorted(edges, times, side="left") - 1
     ok = (idx >= 0) & (idx < grid.size)
     made = np.bincount(idx[ok], weights=counts[ok], minlength=grid.size)[: grid.size]
+    widths = np.diff(np.concatenate(([0], grid))).astype(np.float64)
+    widths[widths <= 0] = np.nan
+    return made / (widths / 1e9)
+
+
+def token_throughput(tokens: TokenLog, grid: np.ndarray) -> np.ndarray:
+    """:func:`throughput_series` of a run's token log on ``grid`` (the sampler's times),
+    from its reduced counts: the tokens made up to each grid time, differenced. The same
+    numbers as from the per-step log (integer counts, exact in float64)."""
+    grid = np.asarray(grid, dtype=np.int64)
+    if grid.size == 0:
+        return np.empty(0)
+    made = np.diff(np.concatenate(([0], tokens.made_until_each(grid)))).astype(np.float64)
     widths = np.diff(np.concatenate(([0], grid))).astype(np.float64)
     widths[widths <= 0] = np.nan
     return made / (widths / 1e9)
@@ -120,9 +140,8 @@ def summarize(exp: Experiment, cluster: Cluster, t_end: int,
     measured = arrived_mask & (log.arrival_ns >= warm)
     done = measured & (log.status == log.COMPLETED)
     first = measured & (log.first_ns >= 0)
-    times, counts = rec.tokens.arrays()
     window = max(1, t_end - warm)
-    tokens_in_window = int(counts[times >= warm].sum()) if times.size else 0
+    tokens_in_window = rec.tokens.made_since(warm)
     admitted = measured & (log.admit_ns >= 0)
     wait_ms = (log.admit_ns[admitted] - log.arrival_ns[admitted]) / 1e6
 
@@ -275,8 +294,7 @@ def timeseries(tokens: TokenLog, sampler: Sampler, t_end: int) -> tuple[list[str
     ``MAX_SAMPLES`` rows)."""
     grid = np.asarray(sampler.times, dtype=np.int64)
     gauges = np.asarray(sampler.rows, dtype=np.float64).reshape(len(grid), len(sampler.names))
-    times, counts = tokens.arrays()
-    thr = throughput_series(times, counts, grid)
+    thr = token_throughput(tokens, grid)
     cols = [grid / 1e9, thr] + [gauges[:, i] for i in range(gauges.shape[1])]
     names = ["time_s", "throughput_tokens_per_s", *sampler.names]
     return names, np.column_stack(cols) if len(grid) else np.empty((0, len(names)))
@@ -288,9 +306,11 @@ __all__ = [
     "check_invariants",
     "fault_windows",
     "latencies",
+    "latency_columns",
     "littles_law",
     "stats",
     "summarize",
     "throughput_series",
     "timeseries",
+    "token_throughput",
 ]

@@ -21,7 +21,7 @@ import numpy as np
 
 from workloads.distributions import TokenDistribution
 from workloads.errors import WorkloadError
-from workloads.request import RequestSpec
+from workloads.request import RequestTable
 from workloads.sharing import SharedCorpusSpec, SharingStats, assign_corpora, synthetic_sharing
 
 BLOCK = 4096  # draws per block (fixed: shorter runs are prefixes of longer ones)
@@ -30,7 +30,8 @@ REQUIRED: Any = ...  # a Param without a default
 
 @dataclass(frozen=True)
 class ArrivalPlan:
-    """A run's requests, sorted by ``arrival_ns`` with ids 0..n-1 in arrival order.
+    """A run's requests, sorted by ``arrival_ns`` with ids 0..n-1 in arrival order (as
+    columns: a ``RequestTable`` is a sequence of ``RequestSpec``).
 
     ``closed_loop_concurrency``: set for closed loop (arrival times are placeholders).
     ``sharing``: the workload's sharing statistics (None without a shared corpus).
@@ -38,7 +39,7 @@ class ArrivalPlan:
     ``notes``: what the plan had to adjust (unsorted rows, clipped sizes, defaults).
     """
 
-    requests: tuple[RequestSpec, ...]
+    requests: RequestTable
     closed_loop_concurrency: int | None = None
     sharing: SharingStats | None = None
     corpus_tokens: tuple[int, ...] | None = None
@@ -187,9 +188,8 @@ def synthetic_plan(times: np.ndarray, unique: TokenDistribution, output: TokenDi
                rng_corpora: np.random.Generator | None) -> ArrivalPlan:
     """Requests at ``times`` with drawn sizes (and corpus picks, with their stats)."""
     u, o, c = draw_sizes(len(times), size_blocks(unique, output, rng_sizes, shared, rng_corpora))
-    reqs = tuple(RequestSpec(i, t, a, b, k) for i, (t, a, b, k)
-                 in enumerate(zip(times.tolist(), u.tolist(), o.tolist(), c.tolist())))
-    return ArrivalPlan(reqs, sharing=synthetic_sharing(shared, c, u) if shared else None)
+    return ArrivalPlan(RequestTable(times, u, o, c),
+                       sharing=synthetic_sharing(shared, c, u) if shared else None)
 
 
 # -- argument checks --------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from workloads.arrivals.base import (
 from workloads.arrivals.mooncake import read_mooncake
 from workloads.arrivals.trace_rows import TraceRows
 from workloads.errors import WorkloadError
-from workloads.request import RequestSpec
+from workloads.request import RequestTable
 from workloads.sharing import (
     MOONCAKE_BLOCK_TOKENS,
     SharedCorpusSpec,
@@ -102,9 +102,7 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
         notes.append("workload.shared.source none: each Mooncake prompt is wholly its "
                      "request's own context (the blocks it shares with other requests are "
                      "not shared)")
-        reqs = tuple(RequestSpec(i, t, u, o) for i, (t, u, o) in enumerate(zip(
-            times.tolist(), inputs.tolist(), outputs.tolist())))
-        return ArrivalPlan(reqs, notes=tuple(notes))
+        return ArrivalPlan(RequestTable(times, inputs, outputs), notes=tuple(notes))
     if rows.format == "mooncake":
         assert rows.hash_ids is not None
         hashes = [rows.hash_ids[i] for i in idx.tolist()]
@@ -118,9 +116,8 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
                          "them come from the Mooncake trace; of the configured corpus only "
                          "chunk_tokens, keep_fraction and popularity (within a corpus) apply")
         split = split_mooncake(hashes, inputs)
-        reqs = tuple(RequestSpec(i, t, u, o, max(c, 0), s) for i, (t, u, o, c, s) in enumerate(zip(
-            times.tolist(), split.unique_tokens.tolist(), outputs.tolist(),
-            split.corpus.tolist(), split.shared_tokens.tolist())))
+        reqs = RequestTable(times, split.unique_tokens, outputs, np.maximum(split.corpus, 0),
+                            split.shared_tokens)
         return ArrivalPlan(reqs, sharing=split.stats,
                            corpus_tokens=tuple(split.corpus_tokens.tolist()), notes=tuple(notes))
     if (inputs < 1).any():
@@ -131,13 +128,12 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
     if shared is not None and rng_corpora is not None:
         corpus = assign_corpora(shared, rng_corpora, len(idx))
     if cached_fraction > 0:
-        new = np.ceil(unique * (1.0 - cached_fraction)).astype(np.int64).tolist()
+        new = np.ceil(unique * (1.0 - cached_fraction)).astype(np.int64)
         notes.append(f"{rows.path}: workload.arrivals.cached_fraction {cached_fraction}: that "
                      "fraction of each prompt's unique tokens is resident, the rest prefilled")
     else:
-        new = [None] * len(unique)
-    reqs = tuple(RequestSpec(i, t, u, o, c, None, p) for i, (t, u, o, c, p) in enumerate(zip(
-        times.tolist(), unique.tolist(), outputs.tolist(), corpus.tolist(), new)))
+        new = None
+    reqs = RequestTable(times, unique, outputs, corpus, None, new)
     sharing = synthetic_sharing(shared, corpus, unique) if shared is not None else None
     return ArrivalPlan(reqs, sharing=sharing, notes=tuple(notes))
 
