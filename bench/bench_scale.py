@@ -134,7 +134,7 @@ def child(kind: str, requests: int | None, granularity: str, trace_top: int,
     result = run_simulation(cfg, progress=False, write=False)
     total = time.perf_counter() - t0
     rss_after_run = rss_mib()
-    write_s = None
+    write_s = report = None
     if write:
         import shutil
         import tempfile
@@ -146,6 +146,7 @@ def child(kind: str, requests: int | None, granularity: str, trace_top: int,
             t1 = time.perf_counter()
             write_results(result, tmp / "run")
             write_s = time.perf_counter() - t1
+            report = json.loads((tmp / "run" / "run_info.json").read_text())["report"]
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     info, s = result.run_info, result.summary
@@ -158,7 +159,7 @@ def child(kind: str, requests: int | None, granularity: str, trace_top: int,
         "requests_per_wall_s": info["simulated_requests_per_wall_s"],
         "tokens_generated": s["tokens_generated"],
         "rss_before_run_mib": rss_before, "peak_rss_mib": rss_mib(),
-        "peak_rss_before_write_mib": rss_after_run, "write_s": write_s,
+        "peak_rss_before_write_mib": rss_after_run, "write_s": write_s, "report": report,
     }
     if trace_top:
         import tracemalloc
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         table(f"memory: peak RSS against requests simulated (granularity {g})",
               with_ratios(out["memory"], bare_eps),
               KEYS[:-1] + ["run_mib", "run_kib_per_request", "peak_rss_before_write_mib",
-                           "write_s", "error"])
+                           "write_s", "report", "error"])
         tm = out.get("memory_tracemalloc")
         if tm and "tracemalloc_top" in tm:
             print(f"\n## tracemalloc, {tm['requests']:,}-request run: allocated by the run and "
