@@ -57,24 +57,25 @@ class RequestDriver:
         self.parked: list[int] = []  # faults: requests waiting for a live replica
         self.nodes_recover: bool | None = None  # faults: False once none can come back
 
+    def _reject(self, rid: int, reason: str) -> None:
+        """Request ``rid`` cannot be served: its KV fits no node of the kind it needs."""
+        log = self.log
+        log.status[rid] = log.REJECTED
+        log.reject_reasons[reason] = log.reject_reasons.get(reason, 0) + 1
+        self._finish(1)
+
     def dispatch(self, rid: int) -> None:
         """A request arrives now: reject it, or queue it on the least-loaded replica."""
         now = self.env.now
         log = self.log
         log.arrival_ns[rid] = now
         if int(log.kv_bytes[rid]) > self.kv_capacity_bytes:
-            log.status[rid] = log.REJECTED
-            reason = "kv_exceeds_replica_hbm"
-            log.reject_reasons[reason] = log.reject_reasons.get(reason, 0) + 1
-            self._finish(1)
+            self._reject(rid, "kv_exceeds_replica_hbm")
             return
         prefill = self.prefill_nodes
         if prefill and int(log.prefill_tokens[rid]) > 0:
             if int(log.kv_bytes[rid]) > self.prefill_capacity_bytes:
-                log.status[rid] = log.REJECTED
-                reason = "kv_exceeds_prefill_hbm"
-                log.reject_reasons[reason] = log.reject_reasons.get(reason, 0) + 1
-                self._finish(1)
+                self._reject(rid, "kv_exceeds_prefill_hbm")
                 return
             log.status[rid] = log.WAITING
             self.occupancy.change(now, +1)

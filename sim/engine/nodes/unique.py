@@ -382,37 +382,10 @@ class UniqueNode(Node):
         collected by a ``RoundTrip`` that fires once, when the node's overlapped work is
         done and the last partials are back: 2 events a round trip instead of 4 plus one
         per reply."""
-        env = self.env
-        tl = self.tl
-        carry = 0  # own work due before the next send: the previous round trip's post
-        loads = self.route(self.R[:, CORPUS], B, reps) if B else None
-        for layer in range(reps):
-            t = carry + pre * rounds
-            if t:
-                self._busy(t)
-                yield env.timeout(t)
-            t_sent = env.now
-            t_own = t_sent + overlap * rounds
-            if overlap:
-                self._busy(overlap * rounds)
-            rt = RoundTrip(env, Event(env), 0, t_own)
-            msgs = self._send(loads[layer] if B else (), layer, rounds, pshared, pq, pp, rt)
-            sent = rt.left
-            if tl is not None and sent:  # the node waits once its own work is done
-                tl.round_trip_begin(self.index, t_own, sent)
-            if not sent:  # nothing was sent: only the overlapped work
-                rt.left = 1
-                rt.arrived(t_own)
-            yield rt.event
-            if tl is not None and sent:
-                tl.round_trip_end(self.index, env.now)
-            if msgs:
-                self._round_trip_parts(msgs, env.now - t_own, t_sent, rt_parts)
-            carry = post * rounds
-        t = carry + step
-        if t:
-            self._busy(t)
-            yield env.timeout(t)
+        self._compute_free_at = self.env.now
+        loads = self.route(self.R[:, CORPUS], B, reps) if B else [()] * reps
+        yield from self._chain(reps, rounds, loads, pre, overlap, post, step, pshared, pq, pp,
+                               rt_parts, timeline=True)
 
     def _ping_pong(self, reps: int, rounds: int, dcost: DecodeCost, xpre: int, xoverlap: int,
                    xpost: int, pshared: int, pq: int, pp: int):  # noqa: ANN202
@@ -463,11 +436,15 @@ class UniqueNode(Node):
         return end
 
     def _chain(self, reps: int, rounds: int, loads: list, pre: int, overlap: int, post: int,
-               step: int, pshared: int, pq: int, pp: int, rt_parts: list[float]):  # noqa: ANN202
-        """One micro-batch's round trips: ``_round_trips`` with its own work queued on the
-        node's shared compute instead of holding it."""
+               step: int, pshared: int, pq: int, pp: int, rt_parts: list[float],
+               timeline: bool = False):  # noqa: ANN202
+        """One chain of round trips (the whole batch, or one micro-batch), its own work
+        queued on the node's compute (first come, first served: with one chain, the node
+        simply works). ``timeline``: record each round trip's wait on the node's track
+        (one chain only: two would overlap there)."""
         env = self.env
-        carry = 0
+        tl = self.tl if timeline else None
+        carry = 0  # own work due before the next send: the previous round trip's post
         for layer in range(reps):
             t = carry + pre * rounds
             if t:
@@ -476,10 +453,15 @@ class UniqueNode(Node):
             t_own = self._compute(overlap * rounds) if overlap else t_sent
             rt = RoundTrip(env, Event(env), 0, t_own)
             msgs = self._send(loads[layer], layer, rounds, pshared, pq, pp, rt)
-            if not rt.left:
+            sent = rt.left
+            if tl is not None and sent:  # the node waits once its own work is done
+                tl.round_trip_begin(self.index, t_own, sent)
+            if not sent:  # nothing was sent: only the overlapped work
                 rt.left = 1
                 rt.arrived(t_own)
             yield rt.event
+            if tl is not None and sent:
+                tl.round_trip_end(self.index, env.now)
             if msgs:
                 self._round_trip_parts(msgs, env.now - t_own, t_sent, rt_parts)
             carry = post * rounds
