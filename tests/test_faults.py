@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sim.config import ConfigError, config_from_dict, resolve
@@ -294,6 +294,16 @@ def schedules(draw):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules())
+# found by hypothesis: the run ends as unique1 fails (unique0 is cut off from the start),
+# every request failed, and unique1's messages are still on the wire then
+@example(([{"kind": "degrade", "target": "leaf0-spine1", "at_s": 0.0, "duration_s": None,
+            "fraction": 0.59375},
+           {"kind": "fail", "target": "unique0-leaf0", "at_s": 0.0, "duration_s": None},
+           {"kind": "fail", "target": "unique1", "at_s": 0.875, "duration_s": None}],
+          None,
+          {"workload.shared.replicas": 1, "run.granularity": "step",
+           "cluster.fabric.topology": "fat_tree", "run.requests": 40,
+           "cluster.fabric.hosts_per_leaf": 2}))
 def test_random_fault_schedules_conserve_requests(schedule):
     faults, policy, over = schedule
     s = run(faults, policy, **over).summary
