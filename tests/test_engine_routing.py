@@ -3,6 +3,8 @@ are striped over shared nodes; the grouped-launch histogram reduction keeps chun
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,27 @@ def test_several_corpora_drawn_for_a_step_at_once_equal_layer_by_layer(n_per_cor
         for a, b in zip(at_once[layer], ref):
             assert np.array_equal(a.counts, b.counts)
             assert (a.requests, a.pairs, a.max_count) == (b.requests, b.pairs, b.max_count)
+
+
+@pytest.mark.parametrize("n,p", [(1, 0.25), (8, 0.25), (47, 0.25), (150, 0.0625), (3, 0.5)])
+def test_binomial_lookup_table_inverts_the_cdf_exactly(n, p):
+    """The lookup-table inversion gives, for every uniform, the number of CDF points at or
+    below it (what searching the CDF gives), including uniforms exactly on a CDF point or a
+    slice edge; and its draws follow Binomial(n, p) (pmf written out here)."""
+    r = router("uniform", 2, exact_max=0)
+    cdf = r._binomial_cdf(n, p)
+    rng = np.random.default_rng(7)
+    u = np.concatenate([rng.random(200_000), cdf, np.nextafter(cdf, 0.0),
+                        np.arange(4096) / 4096, np.nextafter(np.arange(1, 4097) / 4096, 0.0),
+                        [0.0, np.nextafter(1.0, 0.0)]])
+    u = u[(u >= 0.0) & (u < 1.0)].reshape(1, -1)
+    got = r._binomial_quantiles(n, p, u)
+    assert got.dtype == np.int64 and got.shape == u.shape
+    assert np.array_equal(got, cdf.searchsorted(u, side="right"))
+    # the draws' distribution: P(k) = C(n, k) p^k (1-p)^(n-k)
+    draws = got[0, :200_000]
+    ks = np.arange(min(n, 12) + 1)
+    pmf = np.array([math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in ks])
+    freq = np.array([(draws == k).mean() for k in ks])
+    sd = np.sqrt(pmf * (1 - pmf) / len(draws))
+    assert np.all(np.abs(freq - pmf) <= 5 * sd + 1e-12)

@@ -28,6 +28,7 @@ import numpy as np
 EXACT_MAX_QUERIES = 1  # exact per-query draws up to this batch (ChunkRouter costs ~50 us a query)
 PROBE_QUERIES = 16384  # ChunkRouter draws used to estimate inclusion probabilities
 PROBE_SEED = 0x0DE5  # fixed: probabilities do not depend on the run's seed
+_LUT_SLICES = 4096  # slices of [0, 1) in the binomial lookup tables (a power of two)
 NORMAL_MIN_VAR = 9.0  # binomials with n p (1-p) at least this are drawn as rounded normals
 
 
@@ -83,6 +84,7 @@ class QueryRouter:
         self._regular = offset % shared_nodes == 0 and n_chunks % shared_nodes == 0
         self._pmin: float | None = None
         self._cdfs: dict[int, np.ndarray] = {}
+        self._luts: dict[int, np.ndarray] = {}
         self._expect: dict[int, list[int]] = {}
         self._p: np.ndarray | None = None
         self._p_touch: np.ndarray | None = None
@@ -146,6 +148,30 @@ class QueryRouter:
             self._cdfs[n] = cdf
         return cdf
 
+    def _binomial_quantiles(self, n: int, p: float, u: np.ndarray) -> np.ndarray:
+        """Binomial(n, p) draws from uniforms ``u`` by inverting the CDF (int64, ``u``'s
+        shape): the number of CDF points <= u, as ``cdf.searchsorted(u, "right")``.
+
+        NOTE: for performance: a lookup table over 4096 equal slices of [0, 1) answers every
+        u whose slice holds no CDF point (u * 4096 is exact: a power of two); only the few
+        u in a slice that holds one are searched (~8x faster than searching all of them,
+        the same numbers)."""
+        cdf = self._binomial_cdf(n, p)
+        lut = self._luts.get(n)
+        if lut is None:
+            if n >= 2**15:  # past int16: search every u
+                return cdf.searchsorted(u, side="right").astype(np.int64, copy=False)
+            edges = np.arange(_LUT_SLICES + 1) / _LUT_SLICES
+            lo = cdf.searchsorted(edges[:-1], side="right")
+            hi = cdf.searchsorted(np.nextafter(edges[1:], 0.0), side="right")
+            lut = np.where(lo == hi, lo, -1).astype(np.int16)  # -1: a CDF point inside
+            self._luts[n] = lut
+        got = lut.take((u * _LUT_SLICES).astype(np.int16))
+        amb = np.flatnonzero(got < 0)
+        if len(amb):
+            got.flat[amb] = cdf.searchsorted(u.ravel()[amb], side="right")
+        return got.astype(np.int64)
+
     # -- routing ------------------------------------------------------------------------
     def counts(self, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
         """(int64[N] queries per chunk, int64[S] requests per node) for ``n_queries``."""
@@ -189,8 +215,7 @@ class QueryRouter:
         elif self.uniform:
             # NOTE: for performance: exact binomial draws by inverting its (cached) CDF
             u = self.rng.random(self.n_chunks)
-            cdf = self._binomial_cdf(n_queries, float(p[0]))
-            per_chunk = cdf.searchsorted(u, side="right").astype(np.int64, copy=False)
+            per_chunk = self._binomial_quantiles(n_queries, float(p[0]), u)
         else:
             per_chunk = self.rng.binomial(n_queries, p).astype(np.int64)
         pairs = self._pairs(per_chunk)
@@ -229,8 +254,7 @@ class QueryRouter:
             per_chunk = np.clip(np.rint(mean + sd * z), 0, n_queries).astype(np.int64)
         elif self.uniform:
             u = self.rng.random((layers, N))
-            cdf = self._binomial_cdf(n_queries, float(p[0]))
-            per_chunk = cdf.searchsorted(u, side="right").astype(np.int64, copy=False)
+            per_chunk = self._binomial_quantiles(n_queries, float(p[0]), u)
         else:
             per_chunk = self.rng.binomial(n_queries, p, size=(layers, N)).astype(np.int64)
         if S == 1:
@@ -303,8 +327,7 @@ class QueryRouter:
             per_chunk = np.clip(np.rint(mean + sd * z), 0, n_queries).astype(np.int64)
         else:
             u = self.rng.random((layers, N))
-            cdf = self._binomial_cdf(n_queries, float(p[0]))
-            per_chunk = cdf.searchsorted(u, side="right").astype(np.int64, copy=False)
+            per_chunk = self._binomial_quantiles(n_queries, float(p[0]), u)
         mat = per_chunk.reshape(layers, -1, S).transpose(0, 2, 1).copy()  # (layer, node, slot)
         pairs = np.add.reduce(mat, axis=2).tolist()
         maxs = np.maximum.reduce(mat, axis=2).tolist()

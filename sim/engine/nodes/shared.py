@@ -132,7 +132,8 @@ class SharedNode(Node):
             self._layer_max[msg.layer] = int(acc.max())
         self.pending_pairs += msg.pairs
         self.pending_queries += msg.requests
-        self.max_pending_pairs = max(self.max_pending_pairs, self.pending_pairs)
+        if self.pending_pairs > self.max_pending_pairs:
+            self.max_pending_pairs = self.pending_pairs
         if self._wake is not None and (not self._wake_full_only or self._full()):
             self._wake_now()
 
