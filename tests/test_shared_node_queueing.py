@@ -219,3 +219,34 @@ def test_launches_follow_the_renewal_rule_exactly(window_over_D):
     # a query is launched at the first launch start at or after its arrival
     idx = np.searchsorted(starts, t, side="left")
     assert (launch == starts[idx]).all()
+
+
+# ---------------------------------------------------------------- 3. a full chunk launches at once
+
+@pytest.mark.parametrize("same_chunk", [True, False])
+def test_a_chunk_reaching_max_batch_launches_before_the_window(same_chunk):
+    """max_batch 4, a 1 ms window, an idle node: two messages of 2 queries arrive at t = 0
+    and t = 10 us. On the same chunk that chunk holds 4 = max_batch queries at 10 us, so
+    the launch starts then (the batching rule: a full chunk does not wait). On different
+    chunks no chunk holds more than 2 (though the messages' maxima add up to 4), so the
+    launch waits for the window: 1 ms after the first arrival."""
+    D, window, t2 = 5_000, 1_000_000, 10_000
+    engine = Engine(0)
+    env = engine.env
+    node = SharedNode(0, -1, engine, None, ConstantPricer(D), local_chunks=2, max_batch=4,
+                      window_ns=window)
+    first = np.array([2, 0], np.int64)
+    second = first if same_chunk else np.array([0, 2], np.int64)
+    msgs = [QueryMessage(0, 0, c.copy(), 2, 1, Event(env), 0, 2, 2) for c in (first, second)]
+
+    def source():
+        node.receive(msgs[0])
+        yield env.timeout(t2)
+        node.receive(msgs[1])
+
+    env.process(source())
+    env.run()
+    start = t2 if same_chunk else window
+    assert [m.t_first_launch for m in msgs] == [start, start]
+    assert [m.t_done for m in msgs] == [start + D, start + D]
+    assert node.launches == 1 and node.max_chunk_batch == (4 if same_chunk else 2)

@@ -65,9 +65,10 @@ class SharedNode(Node):
         self.decode_first = decode_first
         self.pending: deque[QueryMessage] = deque()
         self.jobs: deque[PrefillJob] = deque()
-        self._pending_by_layer: dict[int, np.ndarray] = {}
-        self._layer_max: dict[int, int] = {}  # max pending queries of a chunk, per layer
-        self._layer_msgs: dict[int, int] = {}  # pending messages, per layer
+        # per layer: the sum of its pending messages' max_count (an upper bound of a chunk's
+        # pending queries, exact when one message is pending) and how many are pending
+        self._layer_bound: dict[int, int] = {}
+        self._layer_msgs: dict[int, int] = {}
         self.pending_pairs = 0
         self.pending_queries = 0  # requests of the pending messages (a split one until done)
         self._wake: Event | None = None
@@ -122,14 +123,9 @@ class SharedNode(Node):
         msg.t_arrive = t_arrive
         self.pending.append(msg)
         self.messages += 1
-        self._layer_msgs[msg.layer] = self._layer_msgs.get(msg.layer, 0) + 1
-        acc = self._pending_by_layer.get(msg.layer)
-        if acc is None:
-            self._pending_by_layer[msg.layer] = msg.remaining.copy()
-            self._layer_max[msg.layer] = msg.max_count
-        else:
-            acc += msg.remaining
-            self._layer_max[msg.layer] = int(acc.max())
+        layer = msg.layer
+        self._layer_msgs[layer] = self._layer_msgs.get(layer, 0) + 1
+        self._layer_bound[layer] = self._layer_bound.get(layer, 0) + msg.max_count
         self.pending_pairs += msg.pairs
         self.pending_queries += msg.requests
         if self.pending_pairs > self.max_pending_pairs:
@@ -161,8 +157,20 @@ class SharedNode(Node):
         now.succeed()
 
     def _full(self) -> bool:
+        """Whether some (layer, chunk) has at least ``max_batch`` pending queries.
+
+        NOTE: for performance: a layer's bound (the sum of its messages' maxima) settles
+        it when below ``max_batch``; only otherwise are its chunks summed."""
         mb = self.max_batch
-        return any(m >= mb for m in self._layer_max.values())
+        for layer, bound in self._layer_bound.items():
+            if bound >= mb and self._layer_max(layer) >= mb:
+                return True
+        return False
+
+    def _layer_max(self, layer: int) -> int:
+        """The most pending queries of one chunk of ``layer``."""
+        msgs = [m.remaining for m in self.pending if m.layer == layer]
+        return int(np.add.reduce(msgs).max()) if len(msgs) > 1 else int(msgs[0].max())
 
     def _sleep(self, full_only: bool, timeout_ns: int = 0) -> Event:
         """The event the node sleeps on: a wake-up by an arrival, or (``timeout_ns``) the
@@ -210,8 +218,7 @@ class SharedNode(Node):
         jobs.extend(self.jobs)
         self.pending.clear()
         self.jobs.clear()
-        self._pending_by_layer.clear()
-        self._layer_max.clear()
+        self._layer_bound.clear()
         self._layer_msgs.clear()
         self.pending_pairs = 0
         self.pending_queries = 0
@@ -317,23 +324,23 @@ class SharedNode(Node):
         cost = ns * rounds
         # bookkeeping of what leaves the queue
         done: list[QueryMessage] = []
+        bound, layer_msgs = self._layer_bound, self._layer_msgs
         for i, (msg, part) in enumerate(parts):
+            layer = msg.layer
             if i < whole:
                 done.append(self.pending.popleft())
                 self.pending_queries -= msg.requests
-                self._layer_msgs[msg.layer] -= 1
+                bound[layer] -= msg.max_count
+                layer_msgs[layer] -= 1
+                if not layer_msgs[layer]:  # nothing of this layer is left
+                    del bound[layer], layer_msgs[layer]
             else:
                 msg.remaining = msg.remaining - part
-                msg.max_count = int(msg.remaining.max())
+                new_max = int(msg.remaining.max())
+                bound[layer] += new_max - msg.max_count
+                msg.max_count = new_max
                 msg.pairs -= int(part.sum())
                 self.split_messages += 1
-        for layer, part in take.items():
-            if not self._layer_msgs[layer]:  # nothing of this layer is left
-                del self._pending_by_layer[layer], self._layer_max[layer], self._layer_msgs[layer]
-                continue
-            acc = self._pending_by_layer[layer]
-            acc -= part
-            self._layer_max[layer] = int(acc.max())
         self.pending_pairs -= pairs
         now = env.now
         for msg, _ in parts:
