@@ -287,3 +287,20 @@ def test_validate_reads_every_shipped_study_and_run_points_to_compare(capsys) ->
     assert main(["run", str(studies[0])]) == 2
     err = capsys.readouterr().err
     assert "this is a study" in err and "moska-sim compare" in err and "Traceback" not in err
+
+
+def test_every_shipped_experiment_and_study_runs_per_layer() -> None:
+    """The shipped configs use the faithful mode (one unique/shared round trip per layer),
+    not the folded `step` approximation: every experiment and every study variant."""
+    from sim.config import load_config
+    from sim.studies.variants import load_variants_file
+
+    root = Path(__file__).resolve().parents[1] / "workloads"
+    experiments = sorted(root.glob("*.yaml"))
+    studies = sorted((root / "studies").glob("*.yaml"))
+    assert experiments and studies
+    for path in experiments:
+        assert load_config(path).run.granularity == "layer", path
+    for path in studies:
+        for variant in load_variants_file(path).variants:
+            assert variant.config.run.granularity == "layer", (path, variant.label)
