@@ -10,7 +10,7 @@ Sections (each run is a fresh child process, so its peak RSS is its own):
 
 - ``bare``: bare SimPy, ten processes yielding plain timeouts: the kernel's own events/s,
   measured before and after the runs (the figure used is their mean);
-- ``default``: ``workloads/default.yaml`` (2,000 requests; ``--default-requests``);
+- ``default``: ``workloads/default.yaml`` (its ``run.requests``, 600, or ``--default-requests``);
 - ``azure``: the Azure LLM 2023 conversation trace (``data/azure-llm-2023``, 19,366
   requests; ``--azure-limit``) as arrivals on the default cluster, in real time;
 - ``synthetic``: the default workload for ``--synthetic-requests`` requests (1,000,000),
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--granularity", default="layer", choices=("layer", "step"),
                     help="run.granularity of every run (default layer: the faithful mode)")
     ap.add_argument("--default-requests", type=int, default=None,
-                    help="run.requests of the default section (default: the file's, 2000)")
+                    help="run.requests of the default section (default: the file's, 600)")
     ap.add_argument("--azure-limit", type=int, default=None,
                     help=f"the first N trace requests (default all {AZURE_REQUESTS:,})")
     ap.add_argument("--synthetic-requests", type=int, default=1_000_000)
