@@ -188,7 +188,8 @@ class Fabric:
         self.max_queue = [0] * n
         # start times of messages reserved on each link, not yet serialising
         self._pending: list[deque[int]] = [deque() for _ in range(n)]
-        # (start, end) of each link's reservations not yet over (for busy_within)
+        # (start, end) of each link's reservations (for busy_within: those over by now are
+        # dropped once a link holds _AHEAD_PRUNE of them)
         self._ahead: list[deque[tuple[int, int]]] = [deque() for _ in range(n)]
         self.bytes_sent = [0] * len(self.hosts)
         self.bytes_received = [0] * len(self.hosts)
