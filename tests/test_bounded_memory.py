@@ -13,7 +13,8 @@ import pytest
 from small_config import small_config
 
 from sim.config import config_from_dict, resolve
-from sim.engine import records
+from sim.engine import records, request_archive
+from sim.engine.request_archive import RequestArchive
 from sim.engine.records import Sampler, TokenLog
 from sim.run import request_records, run_simulation
 from sim.run.request_records import RequestRecords
@@ -209,11 +210,11 @@ def test_plans_hold_columns_not_objects():
     assert plan.nbytes <= 48 * 5000  # ~32-48 B a request, not a ~190 B object
 
 
-# -- memory per request --------------------------------------------------------------------
-def _traced_peak(n: int) -> int:
+# -- memory per request ---------------------------------------------------------------------
+def _traced_peak(n: int, rate_per_s: float) -> int:
     """Peak bytes traced while simulating ``n`` requests and writing their requests.csv."""
     cfg = config_from_dict(small_config(**{
-        "run.requests": n, "workload.arrivals.rate_per_s": 400,
+        "run.requests": n, "workload.arrivals.rate_per_s": rate_per_s,
         "workload.output_tokens": 2}))
     tracemalloc.start()
     try:
@@ -229,12 +230,97 @@ def _traced_peak(n: int) -> int:
     return peak
 
 
-def test_memory_per_simulated_request_is_a_few_hundred_bytes(monkeypatch):
-    """The peak of what a run allocates grows by ~170 B per simulated request (measured: the
-    request log's numeric columns and the plan's), not by the ~1 KB it took when
-    requests.csv's rows were Python lists, the plan RequestSpec objects and the token log
-    an entry per step (1,040 B on this test before)."""
+def test_memory_per_simulated_request_is_the_plan_and_the_final_pass(monkeypatch):
+    """With the request archive on file, the peak of what a run allocates grows by what
+    the plan holds (32 B a request here) and the summary's exact pass over the archived
+    columns (float64 temporaries of a few columns), measured ~117 B a request: not by the
+    request log, whose slots follow the requests in flight (a dozen here, however many are
+    simulated). The whole log in memory took ~520 B on this test; Python rows and objects
+    per request ~1 KB before that."""
+    monkeypatch.setattr(request_archive, "IN_MEMORY_MAX", 0)
     monkeypatch.setattr(request_records, "BLOCK", 256)  # the CSV's block, not the run's size
-    small, large = _traced_peak(1500), _traced_peak(7500)
+    _traced_peak(300, 20.0)  # warm caches (imports, price tables) before measuring
+    small, large = _traced_peak(1500, 20.0), _traced_peak(7500, 20.0)
     per_request = (large - small) / 6000
-    assert per_request < 400, f"{per_request:.0f} B per simulated request"
+    assert per_request < 160, f"{per_request:.0f} B per simulated request"
+
+
+# -- the request log's slots and the archive ---------------------------------------------------
+def _plan(a: int, b: int) -> dict[str, np.ndarray]:
+    ids = np.arange(a, b, dtype=np.int64)
+    return {"unique_tokens": 100 + ids, "prefill_tokens": 50 + ids, "output_tokens": 1 + ids % 5,
+            "corpus": ids % 3, "shared_tokens": 1000 + ids, "kv_bytes": 10 * ids}
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_request_log_slots_follow_requests_in_the_system(monkeypatch, in_memory):
+    monkeypatch.setattr(request_archive, "FLUSH_ROWS", 3)  # buffers fill and flush often
+    monkeypatch.setattr(records, "PLAN_BLOCK", 4)  # plan blocks turn over
+    n = 11
+    log = records.RequestLog(n, _plan, RequestArchive(n, in_memory=in_memory), slots=2)
+    a, b = log.open(0), log.open(1)
+    assert {a, b} == {0, 1} and log.slots == 2
+    c = log.open(2)  # no free slot: the columns double
+    assert log.slots == 4 and c not in (a, b)
+    assert log.rid[c] == 2 and log.unique_tokens[c] == 102 and log.kv_bytes[c] == 20
+    assert list(log.rows[c]) == [c, 1, 3, 102, 1002, 2, 20]  # the row a unique node joins
+    with pytest.raises(ValueError, match="requests arrive in id order: expected 3, got 5"):
+        log.open(5)
+    log.arrival_ns[a], log.status[a], log.done_ns[a] = 7, log.COMPLETED, 9
+    log.close(np.array([a]))
+    assert log.arrival_ns[a] == -1 and log.rid[a] == -1  # the slot is clean for its next user
+    for rid in range(3, 9):  # one in, one out: the slots stay put
+        s = log.open(rid)
+        log.arrival_ns[s], log.status[s] = 10 * rid, log.RUNNING
+        if rid % 2:
+            log.status[s] = log.REJECTED
+            log.close(s)
+    assert log.slots == 8 and log.max_slots_used <= 6
+    log.finish()  # 1, 2, 4, 6, 8 still in the system; 9 and 10 never arrived
+    assert len(log.status) == n and log.n == n
+    assert log.arrival_ns[0] == 7 and log.done_ns[0] == 9 and log.status[0] == log.COMPLETED
+    assert list(log.status) == [3, 0, 0, 4, 2, 4, 2, 4, 2, 0, 0]
+    assert list(log.arrival_ns[3:]) == [30, 40, 50, 60, 70, 80, -1, -1]
+    for name, column in _plan(0, n).items():  # every row keeps its plan, arrived or not
+        assert list(getattr(log, name)) == list(column), name
+    assert log.count(log.REJECTED) == 3 and log.arrived == 7
+    with pytest.raises(RuntimeError, match="finished"):
+        log.open(11)
+
+
+def test_request_archive_refuses_a_table_with_rows_missing():
+    archive = RequestArchive(4, in_memory=False)
+    archive.put_planned(0, _plan(0, 3))
+    with pytest.raises(RuntimeError, match="3 rows written of 4 planned"):
+        archive.columns()
+
+
+@pytest.mark.parametrize("over", [
+    {"run.requests": 150, "workload.arrivals.rate_per_s": 400},  # queues: many slots
+    {"run.duration_s": 0.5, "run.requests": 300},  # some in flight, some never arrive
+    {"faults": [{"kind": "fail", "target": "unique1", "at_s": 0.15, "duration_s": 0.2},
+                {"kind": "fail", "target": "shared1", "at_s": 0.1, "duration_s": 0.3}],
+     "faults_policy": {"query_timeout_ms": 20, "on_timeout": "retry", "max_retries": 1},
+     "run.requests": 120, "workload.arrivals.rate_per_s": 150},  # re-admitted and failed
+])
+def test_archive_on_file_gives_the_run_the_memory_one_gives(tmp_path, monkeypatch, over):
+    """The same run with its finished rows in memory and on a temporary file, flushed in
+    odd buffers: summary.json and requests.csv are the same bytes."""
+    def run(path, **patches):
+        with monkeypatch.context() as m:
+            for name, value in patches.items():
+                m.setattr(request_archive, name, value)
+            return run_simulation(config_from_dict(small_config(**over)), path, progress=False)
+
+    mem = run(tmp_path / "memory")
+    disk = run(tmp_path / "disk", IN_MEMORY_MAX=0, FLUSH_ROWS=7)
+    assert mem.cluster.log.archive.in_memory and not disk.cluster.log.archive.in_memory
+    for name in ("summary.json", "requests.csv"):
+        assert (tmp_path / "memory" / name).read_bytes() == (tmp_path / "disk" / name).read_bytes()
+    s = mem.summary
+    log = mem.cluster.log
+    # the slots followed the requests in the system (+1: a rejected one passes through)
+    assert log.max_slots_used <= s["max_in_system"] + 1
+    assert log.slots <= max(records.INITIAL_SLOTS, 2 * log.max_slots_used)
+    if "faults" in over:
+        assert s["fault_counters"]["readmitted"] > 0

@@ -32,7 +32,7 @@ from sim.engine.nodes.prefill import PrefillNode
 from sim.engine.nodes.pricing import PHASES, Pricer
 from sim.engine.nodes.shared import SharedNode
 from sim.engine.nodes.unique import UniqueNode
-from sim.engine.records import RunRecords
+from sim.engine.records import PLAN_BLOCK, PlanBlock, RunRecords
 from sim.engine.routing import QueryRouter, ShardRouter
 from workloads.request import RequestTable
 from workloads.sharing import ChunkRouter, SharedCorpusSpec
@@ -50,9 +50,10 @@ class Cluster:
         exp = experiment
         self.memory = exp.memory
         requests = RequestTable.of(exp.workload.requests)
-        self.records = RunRecords(len(requests), len(PHASES))
+        plan = self._plan_block(requests)
+        self._check_fits(plan, len(requests))
+        self.records = RunRecords(len(requests), len(PHASES), plan)
         self.remote_shared = exp.remote_shared
-        self._fill_log(requests)
         self._build_nodes()
         self.driver = RequestDriver(engine, requests, self.records, self.unique,
                                     self.memory.kv_capacity_bytes,
@@ -84,36 +85,50 @@ class Cluster:
         return self.driver.done
 
     # -- construction ---------------------------------------------------------------------
-    def _fill_log(self, requests: RequestTable) -> None:
+    def _plan_block(self, requests: RequestTable) -> PlanBlock:
+        """The plan fields (``PLAN_FIELDS``) of requests [a, b) as this cluster serves
+        them: outputs of at least one token, corpora folded onto the configured ones, the
+        whole corpus where a request does not say, the KV each reserves."""
         exp = self.experiment
-        log = self.records.log
-        if not len(requests):
+        memory = self.memory
+
+        def block(a: int, b: int) -> dict[str, np.ndarray]:
+            part = requests[a:b]
+            unique = part.unique_tokens
+            pre = part.prefill_tokens  # -1: None (all unique tokens are new)
+            prefill = unique if pre is None else np.where(pre < 0, unique,
+                                                          np.minimum(pre, unique))
+            output = np.maximum(part.output_tokens, 1)
+            shared_col = part.shared_tokens  # -1: None (the whole configured corpus)
+            if exp.corpus.corpus_tokens is None:
+                # corpora drawn by the workload are folded onto the configured ones
+                corpus = part.corpus % exp.corpus.corpora
+            else:  # the workload's own corpora (Mooncake); -1: the request shares nothing
+                # (``if r.shared_tokens``: None and 0 share nothing)
+                reads = np.zeros(b - a, bool) if shared_col is None else shared_col > 0
+                corpus = np.where(reads, part.corpus, -1)
+            shared = exp.corpus.tokens
+            shared_tokens = (np.full(b - a, shared, dtype=np.int64) if shared_col is None
+                             else np.where(shared_col < 0, shared, shared_col))
+            as_i64 = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
+            return {"unique_tokens": as_i64(unique), "prefill_tokens": as_i64(prefill),
+                    "output_tokens": as_i64(output), "corpus": as_i64(corpus),
+                    "shared_tokens": as_i64(shared_tokens),
+                    "kv_bytes": as_i64(memory.request_bytes(unique, output, shared_tokens))}
+
+        return block
+
+    def _check_fits(self, plan: PlanBlock, n: int) -> None:
+        """Fail before the run when no planned request fits a replica (a pass over the
+        plan a block at a time: nothing per request is kept)."""
+        if not n:
             return
-        unique = requests.unique_tokens
-        log.unique_tokens[:] = unique
-        pre = requests.prefill_tokens  # -1: None (all unique tokens are new)
-        log.prefill_tokens[:] = unique if pre is None else np.where(pre < 0, unique,
-                                                                    np.minimum(pre, unique))
-        log.output_tokens[:] = np.maximum(requests.output_tokens, 1)
-        shared_col = requests.shared_tokens  # -1: None (the whole configured corpus)
-        if exp.corpus.corpus_tokens is None:
-            # corpora drawn by the workload are folded onto the configured ones
-            log.corpus[:] = requests.corpus % exp.corpus.corpora
-        else:  # the workload's own corpora (Mooncake); -1: the request shares nothing
-            # (``if r.shared_tokens``: None and 0 share nothing)
-            reads = np.zeros(len(requests), bool) if shared_col is None else shared_col > 0
-            log.corpus[:] = np.where(reads, requests.corpus, -1)
-        shared = exp.corpus.tokens
-        log.shared_tokens[:] = shared if shared_col is None else np.where(shared_col < 0, shared,
-                                                                          shared_col)
-        log.kv_bytes[:] = self.memory.request_bytes(log.unique_tokens, log.output_tokens,
-                                                    log.shared_tokens)
-        log.freeze_rows()
-        if int(log.kv_bytes.min()) > self.memory.kv_capacity_bytes:
-            i = int(np.argmin(log.kv_bytes))
+        smallest = min(int(plan(a, min(n, a + PLAN_BLOCK))["kv_bytes"].min())
+                       for a in range(0, n, PLAN_BLOCK))
+        if smallest > self.memory.kv_capacity_bytes:
             carries = " + workload.shared.tokens" if self.memory.carries_shared else ""
             raise ValueError(
-                f"no request fits: the smallest needs {log.kv_bytes[i] / GIB:.2f} GiB of KV "
+                f"no request fits: the smallest needs {smallest / GIB:.2f} GiB of KV "
                 f"(workload.unique_tokens + workload.output_tokens{carries}) but a "
                 f"replica has {self.memory.kv_capacity_bytes / GIB:.2f} GiB left after weights "
                 f"and shared KV (cluster.unique.chip, cluster.unique.tp, "

@@ -3,7 +3,12 @@
 or are queued on the least-loaded unique node (fewest running + waiting; ties: lowest id);
 with dedicated prefill nodes a request with new prompt tokens goes to the least-loaded
 prefill node first and, once prefilled, to the least-loaded unique node.
-It also says when the run is done: every planned request has finished or been rejected."""
+It also says when the run is done: every planned request has finished or been rejected.
+
+Every part past the driver names a request by its *slot* in the request log (see
+``RequestLog``): the driver opens the slot when the request arrives and closes it when the
+request leaves the system (completed, rejected, failed), which sends its row to the
+archive."""
 
 from __future__ import annotations
 
@@ -62,12 +67,15 @@ class RequestDriver:
         log = self.log
         log.status[rid] = log.REJECTED
         log.reject_reasons[reason] = log.reject_reasons.get(reason, 0) + 1
+        log.close(rid)
         self._finish(1)
 
-    def dispatch(self, rid: int) -> None:
-        """A request arrives now: reject it, or queue it on the least-loaded replica."""
+    def dispatch(self, request_id: int) -> None:
+        """Request ``request_id`` arrives now: reject it, or queue it on the least-loaded
+        replica."""
         now = self.env.now
         log = self.log
+        rid = log.open(request_id)  # its slot, from here on
         log.arrival_ns[rid] = now
         if int(log.kv_bytes[rid]) > self.kv_capacity_bytes:
             self._reject(rid, "kv_exceeds_replica_hbm")
@@ -137,6 +145,7 @@ class RequestDriver:
         log.done_ns[rid] = self.env.now  # when it left the system (it did not complete)
         log.generated[rid] = generated
         log.fail_reasons[reason] = log.fail_reasons.get(reason, 0) + 1
+        log.close(rid)
         self.occupancy.change(self.env.now, -1)
         self._finish(1)
 
@@ -157,6 +166,7 @@ class RequestDriver:
     def on_completed(self, ids: np.ndarray) -> None:
         """Requests finished (a unique node calls this)."""
         n = len(ids)
+        self.log.close(ids)
         self.occupancy.change(self.env.now, -n)
         self._finish(n)
 

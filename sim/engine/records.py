@@ -1,8 +1,10 @@
 """What a run records as it goes: per-request records, tokens over time, the number in
 system (for Little's law), the time breakdown by phase, and sampled queue lengths.
 
-Recording is cheap and bounded: requests live in preallocated numpy columns (~180 bytes
-a planned request: the engine indexes them by request id); tokens are counted per time
+Recording is cheap and bounded: the requests in the system live in numpy columns, one slot
+each (:class:`RequestLog`); a request's row leaves for the :mod:`request archive
+<sim.engine.request_archive>` (a temporary file on long runs) as it leaves the system, so
+memory grows with the requests in flight, not with those simulated; tokens are counted per time
 bin, at most ``TOKEN_BINS`` of them, merged pairwise as the run grows (O(1), not a record
 per decode step); queue lengths are sampled on a regular grid that halves itself whenever
 it would exceed ``MAX_SAMPLES`` points (so any run has at most that many).
@@ -15,64 +17,164 @@ from collections.abc import Callable
 
 import numpy as np
 
+from sim.engine.request_archive import (FIELD_NAMES, FIELDS, PLAN_FIELDS,
+                                      RequestArchive)
+
 MAX_SAMPLES = 2000
 
 
 # The per-request row a unique node keeps while a request runs (RequestLog.rows):
-# id, tokens generated so far (1 after prefill), output tokens, unique tokens, shared
-# tokens, corpus, KV bytes reserved.
+# its slot in the log, tokens generated so far (1 after prefill), output tokens, unique
+# tokens, shared tokens, corpus, KV bytes reserved.
 COLUMNS: tuple[str, ...] = ("id", "done", "out", "uctx", "sctx", "corpus", "kv")
+
+PLAN_BLOCK = 4096  # planned requests whose plan fields are derived at a time
+INITIAL_SLOTS = 64  # the log's first capacity (it doubles when more are in flight)
+
+# a request's plan fields for requests [a, b): the callable the cluster passes in
+PlanBlock = Callable[[int, int], "dict[str, np.ndarray]"]
 
 
 class RequestLog:
-    """One row per planned request, as numpy columns; -1 marks a time not reached."""
+    """The requests in the system, one *slot* each, as numpy columns (``FIELD_NAMES`` of
+    :mod:`sim.engine.request_archive`; -1 marks a time not reached).
+
+    While the run goes, the engine indexes every column by slot, never by request id: a
+    request takes a slot when it arrives (:meth:`open`, in id order), and gives it back
+    when it leaves the system (:meth:`close`), its row going to the ``archive``. So memory
+    grows with the requests in flight (the slots double when full), not with the requests
+    simulated. ``rid[slot]`` is the request id a slot holds. :meth:`finish` (at the end of
+    the run) archives the rest and rebinds every column to the archive's: from then on
+    the columns hold the whole run, indexed by request id, ``n`` long."""
 
     PLANNED, WAITING, RUNNING, COMPLETED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
     STATUS_NAMES = ("planned", "waiting", "running", "completed", "rejected", "failed")
 
-    def __init__(self, n: int) -> None:
-        self.n = n
-        neg = lambda: np.full(n, -1, dtype=np.int64)
-        self.arrival_ns = neg()
-        self.admit_ns = neg()
-        self.first_ns = neg()
-        self.done_ns = neg()
-        self.node = np.full(n, -1, dtype=np.int32)
-        self.unique_tokens = np.zeros(n, dtype=np.int64)
-        self.output_tokens = np.zeros(n, dtype=np.int64)
-        self.shared_tokens = np.zeros(n, dtype=np.int64)
-        self.prefill_tokens = np.zeros(n, dtype=np.int64)  # new prompt tokens of unique
-        self.prefill_node = np.full(n, -1, dtype=np.int32)  # dedicated prefill node, if any
-        self.corpus = np.zeros(n, dtype=np.int64)
-        self.kv_bytes = np.zeros(n, dtype=np.int64)
-        self.generated = np.zeros(n, dtype=np.int64)
-        self.status = np.zeros(n, dtype=np.int8)
+    def __init__(self, n: int, plan: PlanBlock | None = None,
+                 archive: RequestArchive | None = None, slots: int = INITIAL_SLOTS) -> None:
+        self.n = int(n)
+        self._plan = plan if plan is not None else _empty_plan
+        self.archive = archive if archive is not None else RequestArchive(self.n)
         self.reject_reasons: dict[str, int] = {}
         self.fail_reasons: dict[str, int] = {}
-        # faults: a re-admitted request's context to prefill again (-1: none), the tokens
-        # it had made when its KV was lost, and its retries after timeouts
-        self.redo_prefill = neg()
-        self.resume_done = np.zeros(n, dtype=np.int64)
-        self.retries = np.zeros(n, dtype=np.int64)
-        self.rows = np.zeros((n, len(COLUMNS)), dtype=np.int64)
+        self.opened = 0  # requests 0 .. opened-1 have arrived
+        self.finished = False
+        self.max_slots_used = 0
+        self._block_start = -1
+        self._block: dict[str, np.ndarray] = {}
+        self._block_rows = np.zeros((0, len(COLUMNS)), dtype=np.int64)
+        self.slots = 0
+        self.rid = np.zeros(0, dtype=np.int64)
+        self.rows = np.zeros((0, len(COLUMNS)), dtype=np.int64)
+        for name, dtype, fill in FIELDS:
+            setattr(self, name, np.full(0, fill, dtype=dtype))
+        self._free: list[int] = []
+        self._grow(max(1, int(slots)))
 
-    def freeze_rows(self) -> None:
-        """Build ``rows`` (the running-state row of each request) from the columns."""
-        r = self.rows
-        r[:, 0] = np.arange(self.n)
-        r[:, 1] = 1
-        r[:, 2] = self.output_tokens
-        r[:, 3] = self.unique_tokens
-        r[:, 4] = self.shared_tokens
-        r[:, 5] = self.corpus
-        r[:, 6] = self.kv_bytes
+    # -- slots -----------------------------------------------------------------------------
+    def _grow(self, slots: int) -> None:
+        """Room for ``slots`` requests in the system (the columns copied over)."""
+        old = self.slots
+        for name, dtype, fill in FIELDS:
+            col = np.full(slots, fill, dtype=dtype)
+            col[:old] = getattr(self, name)
+            setattr(self, name, col)
+        rid = np.full(slots, -1, dtype=np.int64)
+        rid[:old] = self.rid
+        self.rid = rid
+        rows = np.zeros((slots, len(COLUMNS)), dtype=np.int64)
+        rows[:old] = self.rows
+        self.rows = rows
+        self._free.extend(range(slots - 1, old - 1, -1))  # the lowest slot is taken first
+        self.slots = slots
 
+    def open(self, rid: int) -> int:
+        """Request ``rid`` arrives (requests arrive in id order): its slot, filled with its
+        plan's fields (``rows``' too) and every other field at its fill value."""
+        if self.finished:
+            raise RuntimeError("RequestLog.open: the run's log is finished")
+        if rid != self.opened:
+            raise ValueError(f"RequestLog.open: requests arrive in id order: expected "
+                             f"{self.opened}, got {rid}")
+        self.opened = rid + 1
+        if not self._free:
+            self._grow(2 * self.slots)
+        slot = self._free.pop()
+        used = self.slots - len(self._free)
+        if used > self.max_slots_used:
+            self.max_slots_used = used
+        i = rid - self._block_start
+        if self._block_start < 0 or i >= PLAN_BLOCK:
+            self._load_block(rid)
+            i = 0
+        block = self._block
+        for name in PLAN_FIELDS:
+            getattr(self, name)[slot] = block[name][i]
+        row = self._block_rows[i]
+        row[0] = slot
+        self.rows[slot] = row
+        self.rid[slot] = rid
+        return slot
+
+    def _load_block(self, start: int) -> None:
+        end = min(self.n, start + PLAN_BLOCK)
+        block = self._plan(start, end)
+        self._block_start, self._block = start, block
+        rows = np.zeros((end - start, len(COLUMNS)), dtype=np.int64)
+        rows[:, 1] = 1
+        rows[:, 2] = block["output_tokens"]
+        rows[:, 3] = block["unique_tokens"]
+        rows[:, 4] = block["shared_tokens"]
+        rows[:, 5] = block["corpus"]
+        rows[:, 6] = block["kv_bytes"]
+        self._block_rows = rows
+
+    def close(self, slots: np.ndarray | int) -> None:
+        """Requests in ``slots`` left the system: their rows go to the archive and their
+        slots are free again."""
+        s = np.asarray(slots, dtype=np.int64).reshape(-1)
+        if not len(s):
+            return
+        self.archive.put(self.rid[s], {name: getattr(self, name)[s] for name in FIELD_NAMES})
+        for name, _dtype, fill in FIELDS:
+            getattr(self, name)[s] = fill
+        self.rid[s] = -1
+        self._free.extend(s.tolist())
+
+    @property
+    def in_system(self) -> np.ndarray:
+        """The slots in use, in request-id order."""
+        used = np.flatnonzero(self.rid >= 0)
+        return used[np.argsort(self.rid[used], kind="stable")]
+
+    def finish(self) -> None:
+        """The run ended: archive the requests still in the system and those that never
+        arrived, and make every column the whole run's, indexed by request id."""
+        if self.finished:
+            return
+        self.close(self.in_system)
+        for start in range(self.opened, self.n, PLAN_BLOCK):
+            self.archive.put_planned(start, self._plan(start, min(self.n, start + PLAN_BLOCK)))
+        for name, col in self.archive.columns().items():
+            setattr(self, name, col)
+        self.finished = True
+        self.rid = np.zeros(0, dtype=np.int64)
+        self.rows = np.zeros((0, len(COLUMNS)), dtype=np.int64)
+        self._free = []
+        self._block = {}
+
+    # -- whole-run counts (after finish) ---------------------------------------------------
     def count(self, status: int) -> int:
         return int((self.status == status).sum())
 
     @property
     def arrived(self) -> int:
         return int((self.arrival_ns >= 0).sum())
+
+
+def _empty_plan(a: int, b: int) -> dict[str, np.ndarray]:
+    """The plan fields of requests nobody described: zeros."""
+    return {name: np.zeros(b - a, dtype=np.int64) for name in PLAN_FIELDS}
 
 
 TOKEN_BINS = 8192  # time bins of the token log (O(1) memory whatever the run's length)
@@ -256,8 +358,9 @@ class RunRecords:
     """The records every part of the run writes to: requests, tokens, occupancy, and the
     time breakdown (ns summed over requests, one slot per phase)."""
 
-    def __init__(self, n_requests: int, phases: int) -> None:
-        self.log = RequestLog(n_requests)
+    def __init__(self, n_requests: int, phases: int, plan: PlanBlock | None = None,
+                 archive: RequestArchive | None = None) -> None:
+        self.log = RequestLog(n_requests, plan, archive)
         self.tokens = TokenLog()
         self.occupancy = Occupancy()
         self.breakdown = np.zeros(phases, dtype=np.float64)

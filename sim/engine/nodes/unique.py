@@ -144,7 +144,7 @@ class UniqueNode(Node):
     # -- the node's process ---------------------------------------------------------------
     def fail(self, recovers_ns: int | None) -> list[tuple[int, int]]:
         """The node fails now: its KV is lost. Returns every request it held (decoding,
-        prefilling, waiting) as (id, tokens generated so far), in request order."""
+        prefilling, waiting) as (slot, tokens generated so far), in request-id order."""
         self.up = False
         now = self.env.now
         if self.busy_until > now:
@@ -169,10 +169,12 @@ class UniqueNode(Node):
             self.tl.abort(self.index, now)
         if self.process.is_alive:
             self.process.interrupt("failed")
-        return sorted(out.items())
+        request_id = log.rid
+        return sorted(out.items(), key=lambda item: int(request_id[item[0]]))
 
     def _remove(self, rids: set[int]) -> list[tuple[int, int]]:
-        """Take requests ``rids`` off this node (their KV freed); (id, tokens made)."""
+        """Take requests ``rids`` off this node (their KV freed); (slot, tokens made), in
+        request-id order."""
         out: list[tuple[int, int]] = []
         log = self.log
         if len(self.R):
@@ -195,7 +197,8 @@ class UniqueNode(Node):
             else:
                 keep.append(entry)
         self.prefilling = keep
-        return sorted(out)
+        request_id = log.rid
+        return sorted(out, key=lambda item: int(request_id[item[0]]))
 
     def _serve(self):  # noqa: ANN202
         while True:
