@@ -324,3 +324,27 @@ def test_archive_on_file_gives_the_run_the_memory_one_gives(tmp_path, monkeypatc
     assert log.slots <= max(records.INITIAL_SLOTS, 2 * log.max_slots_used)
     if "faults" in over:
         assert s["fault_counters"]["readmitted"] > 0
+
+
+def test_a_full_temporary_disk_is_an_error_before_the_run(tmp_path, monkeypatch, capsys):
+    """The archive's file is allocated on disk up front: with no room (ENOSPC) the run
+    stops before it starts, with a line saying where, and leaves no results folder (a map
+    written past a full disk would kill the process with SIGBUS instead)."""
+    import errno
+    import os
+
+    from sim.cli import main as cli_main
+
+    def no_room(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(request_archive, "IN_MEMORY_MAX", 0)
+    monkeypatch.setattr(request_archive.os, "posix_fallocate", no_room)
+    cfg = tmp_path / "c.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(small_config()))
+    assert cli_main(["run", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "request archive: cannot reserve" in err and "set TMPDIR" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

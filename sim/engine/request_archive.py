@@ -6,7 +6,7 @@ leaves the system (completed, rejected, failed), or at the end of the run (still
 flight, or never arrived). Rows are buffered ``FLUSH_ROWS`` at a time and written by
 request id into one column-major table: in memory for runs of at most ``IN_MEMORY_MAX``
 planned requests, else in an anonymous temporary file (``tempfile``: under ``$TMPDIR``,
-unlinked from the start, so nothing is left behind even if the process dies), ~100 bytes
+unlinked from the start, so nothing is left behind even if the process dies), 121 bytes
 a request. :meth:`RequestArchive.columns` gives the whole table back, one read-only-ish
 (copy-on-write) numpy column per field indexed by request id: the summary, ``requests.csv``
 and the timeline are an exact second pass over it.
@@ -14,6 +14,7 @@ and the timeline are an exact second pass over it.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Mapping
 
@@ -38,6 +39,21 @@ FLUSH_ROWS = 4096  # finished rows buffered before they are written out
 IN_MEMORY_MAX = 1 << 16  # planned requests up to which the table stays in memory
 
 
+def _allocated_file(nbytes: int):  # noqa: ANN202
+    """An unlinked temporary file with ``nbytes`` allocated on disk up front: writing
+    through a map into a file the disk has no room for kills the process (SIGBUS), so a
+    full disk is found here, before the run, as an error that says where."""
+    fh = tempfile.TemporaryFile(prefix="moska-sim-requests-")
+    try:
+        os.posix_fallocate(fh.fileno(), 0, nbytes)
+    except OSError as e:
+        fh.close()
+        raise OSError(e.errno, f"request archive: cannot reserve {nbytes / 2**20:.1f} MiB "
+                               f"for the run's request rows under {tempfile.gettempdir()} "
+                               f"({e.strerror}); free space there or set TMPDIR") from None
+    return fh
+
+
 class RequestArchive:
     """The finished rows of a run of ``n`` planned requests, by request id.
 
@@ -59,8 +75,7 @@ class RequestArchive:
             self._memory = {name: np.full(self.n, fill, dtype=dtype)
                             for name, dtype, fill in FIELDS}
         else:
-            self._file = tempfile.TemporaryFile(prefix="moska-sim-requests-")
-            self._file.truncate(self.nbytes)  # sparse: every row is written exactly once
+            self._file = _allocated_file(self.nbytes)
         self._ids = np.empty(FLUSH_ROWS, dtype=np.int64)
         self._buffer = {name: np.empty(FLUSH_ROWS, dtype=dtype) for name, dtype, _ in FIELDS}
         self._buffered = 0
