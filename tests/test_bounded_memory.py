@@ -233,12 +233,14 @@ def _traced_peak(n: int, rate_per_s: float) -> int:
 def test_memory_per_simulated_request_is_the_plan_and_the_final_pass(monkeypatch):
     """With the request archive on file, the peak of what a run allocates grows by what
     the plan holds (32 B a request here) and the summary's exact pass over the archived
-    columns (float64 temporaries of a few columns), measured ~117 B a request: not by the
+    columns (float64 temporaries of a few columns), measured ~90 B a request: not by the
     request log, whose slots follow the requests in flight (a dozen here, however many are
     simulated). The whole log in memory took ~520 B on this test; Python rows and objects
     per request ~1 KB before that."""
     monkeypatch.setattr(request_archive, "IN_MEMORY_MAX", 0)
-    monkeypatch.setattr(request_records, "BLOCK", 256)  # the CSV's block, not the run's size
+    # the blocks (CSV rows, plan rows) smaller than both runs: their fixed size cancels
+    monkeypatch.setattr(request_records, "BLOCK", 256)
+    monkeypatch.setattr(records, "PLAN_BLOCK", 256)
     _traced_peak(300, 20.0)  # warm caches (imports, price tables) before measuring
     small, large = _traced_peak(1500, 20.0), _traced_peak(7500, 20.0)
     per_request = (large - small) / 6000
@@ -268,9 +270,12 @@ def test_request_log_slots_follow_requests_in_the_system(monkeypatch, in_memory)
         log.open(5)
     log.arrival_ns[a], log.status[a], log.done_ns[a] = 7, log.COMPLETED, 9
     log.close(np.array([a]))
-    assert log.arrival_ns[a] == -1 and log.rid[a] == -1  # the slot is clean for its next user
+    assert log.rid[a] == -1
     for rid in range(3, 9):  # one in, one out: the slots stay put
         s = log.open(rid)
+        # a slot taken again holds only its new request's plan and fill values
+        assert (log.arrival_ns[s], log.done_ns[s], log.status[s]) == (-1, -1, log.PLANNED)
+        assert log.unique_tokens[s] == 100 + rid and log.rows[s, 0] == s
         log.arrival_ns[s], log.status[s] = 10 * rid, log.RUNNING
         if rid % 2:
             log.status[s] = log.REJECTED
@@ -290,7 +295,7 @@ def test_request_log_slots_follow_requests_in_the_system(monkeypatch, in_memory)
 
 def test_request_archive_refuses_a_table_with_rows_missing():
     archive = RequestArchive(4, in_memory=False)
-    archive.put_planned(0, _plan(0, 3))
+    archive.put(np.arange(3), np.zeros((3, len(request_archive.FIELDS)), dtype=np.int64))
     with pytest.raises(RuntimeError, match="3 rows written of 4 planned"):
         archive.columns()
 

@@ -43,9 +43,10 @@ class RequestLog:
     request takes a slot when it arrives (:meth:`open`, in id order), and gives it back
     when it leaves the system (:meth:`close`), its row going to the ``archive``. So memory
     grows with the requests in flight (the slots double when full), not with the requests
-    simulated. ``rid[slot]`` is the request id a slot holds. :meth:`finish` (at the end of
-    the run) archives the rest and rebinds every column to the archive's: from then on
-    the columns hold the whole run, indexed by request id, ``n`` long."""
+    simulated. ``rid[slot]`` is the request id a slot holds. The columns are views of one
+    int64 matrix ``table`` (a slot's row is one copy in and one copy out). :meth:`finish`
+    (at the end of the run) archives the rest and rebinds every column to the archive's:
+    from then on the columns hold the whole run, indexed by request id, ``n`` long."""
 
     PLANNED, WAITING, RUNNING, COMPLETED, REJECTED, FAILED = 0, 1, 2, 3, 4, 5
     STATUS_NAMES = ("planned", "waiting", "running", "completed", "rejected", "failed")
@@ -61,24 +62,25 @@ class RequestLog:
         self.finished = False
         self.max_slots_used = 0
         self._block_start = -1
-        self._block: dict[str, np.ndarray] = {}
+        self._block_table = np.zeros((0, len(FIELDS)), dtype=np.int64)
         self._block_rows = np.zeros((0, len(COLUMNS)), dtype=np.int64)
         self.slots = 0
+        self.table = np.zeros((0, len(FIELDS)), dtype=np.int64)
         self.rid = np.zeros(0, dtype=np.int64)
         self.rows = np.zeros((0, len(COLUMNS)), dtype=np.int64)
-        for name, dtype, fill in FIELDS:
-            setattr(self, name, np.full(0, fill, dtype=dtype))
         self._free: list[int] = []
         self._grow(max(1, int(slots)))
 
     # -- slots -----------------------------------------------------------------------------
     def _grow(self, slots: int) -> None:
-        """Room for ``slots`` requests in the system (the columns copied over)."""
+        """Room for ``slots`` requests in the system (the rows copied over)."""
         old = self.slots
-        for name, dtype, fill in FIELDS:
-            col = np.full(slots, fill, dtype=dtype)
-            col[:old] = getattr(self, name)
-            setattr(self, name, col)
+        table = np.empty((slots, len(FIELDS)), dtype=np.int64)
+        table[:old] = self.table
+        table[old:] = FILL_ROW
+        self.table = table
+        for k, name in enumerate(FIELD_NAMES):
+            setattr(self, name, table[:, k])
         rid = np.full(slots, -1, dtype=np.int64)
         rid[:old] = self.rid
         self.rid = rid
@@ -89,8 +91,8 @@ class RequestLog:
         self.slots = slots
 
     def open(self, rid: int) -> int:
-        """Request ``rid`` arrives (requests arrive in id order): its slot, filled with its
-        plan's fields (``rows``' too) and every other field at its fill value."""
+        """Request ``rid`` arrives (requests arrive in id order): its slot, its row its
+        plan's fields and every other field's fill value (``rows``' row too)."""
         if self.finished:
             raise RuntimeError("RequestLog.open: the run's log is finished")
         if rid != self.opened:
@@ -107,9 +109,7 @@ class RequestLog:
         if self._block_start < 0 or i >= PLAN_BLOCK:
             self._load_block(rid)
             i = 0
-        block = self._block
-        for name in PLAN_FIELDS:
-            getattr(self, name)[slot] = block[name][i]
+        self.table[slot] = self._block_table[i]
         row = self._block_rows[i]
         row[0] = slot
         self.rows[slot] = row
@@ -118,26 +118,22 @@ class RequestLog:
 
     def _load_block(self, start: int) -> None:
         end = min(self.n, start + PLAN_BLOCK)
-        block = self._plan(start, end)
-        self._block_start, self._block = start, block
+        table = _planned_rows(self._plan(start, end))
+        self._block_start, self._block_table = start, table
         rows = np.zeros((end - start, len(COLUMNS)), dtype=np.int64)
         rows[:, 1] = 1
-        rows[:, 2] = block["output_tokens"]
-        rows[:, 3] = block["unique_tokens"]
-        rows[:, 4] = block["shared_tokens"]
-        rows[:, 5] = block["corpus"]
-        rows[:, 6] = block["kv_bytes"]
+        for k, name in ((2, "output_tokens"), (3, "unique_tokens"), (4, "shared_tokens"),
+                        (5, "corpus"), (6, "kv_bytes")):
+            rows[:, k] = table[:, FIELD_NAMES.index(name)]
         self._block_rows = rows
 
     def close(self, slots: np.ndarray | int) -> None:
         """Requests in ``slots`` left the system: their rows go to the archive and their
-        slots are free again."""
+        slots are free again (a slot's row is rewritten whole when it is next taken)."""
         s = np.asarray(slots, dtype=np.int64).reshape(-1)
         if not len(s):
             return
-        self.archive.put(self.rid[s], {name: getattr(self, name)[s] for name in FIELD_NAMES})
-        for name, _dtype, fill in FIELDS:
-            getattr(self, name)[s] = fill
+        self.archive.put(self.rid[s], self.table[s])
         self.rid[s] = -1
         self._free.extend(s.tolist())
 
@@ -154,14 +150,16 @@ class RequestLog:
             return
         self.close(self.in_system)
         for start in range(self.opened, self.n, PLAN_BLOCK):
-            self.archive.put_planned(start, self._plan(start, min(self.n, start + PLAN_BLOCK)))
+            self.archive.put(np.arange(start, min(self.n, start + PLAN_BLOCK), dtype=np.int64),
+                             _planned_rows(self._plan(start, min(self.n, start + PLAN_BLOCK))))
         for name, col in self.archive.columns().items():
             setattr(self, name, col)
         self.finished = True
+        self.table = np.zeros((0, len(FIELDS)), dtype=np.int64)
         self.rid = np.zeros(0, dtype=np.int64)
         self.rows = np.zeros((0, len(COLUMNS)), dtype=np.int64)
         self._free = []
-        self._block = {}
+        self._block_table = self._block_rows = self.table
 
     # -- whole-run counts (after finish) ---------------------------------------------------
     def count(self, status: int) -> int:
@@ -170,6 +168,19 @@ class RequestLog:
     @property
     def arrived(self) -> int:
         return int((self.arrival_ns >= 0).sum())
+
+
+FILL_ROW = np.array([fill for _, _, fill in FIELDS], dtype=np.int64)
+
+
+def _planned_rows(plan: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows (``FIELDS`` order, int64) of planned requests: their plan's fields, every
+    other field's fill value."""
+    m = len(plan[PLAN_FIELDS[0]])
+    rows = np.tile(FILL_ROW, (m, 1))
+    for name in PLAN_FIELDS:
+        rows[:, FIELD_NAMES.index(name)] = plan[name]
+    return rows
 
 
 def _empty_plan(a: int, b: int) -> dict[str, np.ndarray]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -77,14 +76,15 @@ class RequestArchive:
         else:
             self._file = _allocated_file(self.nbytes)
         self._ids = np.empty(FLUSH_ROWS, dtype=np.int64)
-        self._buffer = {name: np.empty(FLUSH_ROWS, dtype=dtype) for name, dtype, _ in FIELDS}
+        self._buffer = np.empty((FLUSH_ROWS, len(FIELDS)), dtype=np.int64)
         self._buffered = 0
         self.rows_written = 0
         self._columns: dict[str, np.ndarray] | None = None
 
     # -- writing ---------------------------------------------------------------------------
-    def put(self, ids: np.ndarray, rows: Mapping[str, np.ndarray]) -> None:
-        """Rows of requests ``ids`` (one value per id in each of ``FIELD_NAMES``)."""
+    def put(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """The rows of requests ``ids``: an int64 matrix, one row per id, ``FIELDS``'
+        columns in order."""
         if self._columns is not None:
             raise RuntimeError("RequestArchive.put: the archive was read back already")
         m = len(ids)
@@ -95,37 +95,26 @@ class RequestArchive:
             return
         a, b = self._buffered, self._buffered + m
         self._ids[a:b] = ids
-        for name in FIELD_NAMES:
-            self._buffer[name][a:b] = rows[name]
+        self._buffer[a:b] = rows
         self._buffered = b
-
-    def put_planned(self, start: int, plan: Mapping[str, np.ndarray]) -> None:
-        """The rows of requests ``start .. start + len`` that never arrived: their plan's
-        fields, every other field at its fill value."""
-        m = len(plan[PLAN_FIELDS[0]])
-        ids = np.arange(start, start + m, dtype=np.int64)
-        rows = {name: plan[name] if name in PLAN_FIELDS else np.full(m, fill, dtype=dtype)
-                for name, dtype, fill in FIELDS}
-        self._flush()
-        self._write(ids, rows)
 
     def _flush(self) -> None:
         k = self._buffered
         if k:
-            self._write(self._ids[:k], {n: b[:k] for n, b in self._buffer.items()})
+            self._write(self._ids[:k], self._buffer[:k])
             self._buffered = 0
 
-    def _write(self, ids: np.ndarray, rows: Mapping[str, np.ndarray]) -> None:
+    def _write(self, ids: np.ndarray, rows: np.ndarray) -> None:
         self.rows_written += len(ids)
         if self._memory is not None:
-            for name in FIELD_NAMES:
-                self._memory[name][ids] = rows[name]
+            for k, name in enumerate(FIELD_NAMES):
+                self._memory[name][ids] = rows[:, k]
             return
         # map the file for this write only: the pages written leave the process's resident
         # set when the map is dropped (they stay in the page cache, not on our heap)
         raw = np.memmap(self._file, dtype=np.uint8, mode="r+", shape=(self.nbytes,))
-        for name, dtype, _ in FIELDS:
-            self._column_of(raw, name, dtype)[ids] = rows[name]
+        for k, (name, dtype, _) in enumerate(FIELDS):
+            self._column_of(raw, name, dtype)[ids] = rows[:, k]
         del raw
 
     def _column_of(self, raw: np.ndarray, name: str, dtype: type) -> np.ndarray:
