@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tracemalloc
 
 import numpy as np
@@ -14,8 +15,8 @@ from small_config import small_config
 
 from sim.config import config_from_dict, resolve
 from sim.engine import records, request_archive
-from sim.engine.request_archive import RequestArchive
 from sim.engine.records import Sampler, TokenLog
+from sim.engine.request_archive import RequestArchive
 from sim.run import request_records, run_simulation
 from sim.run.request_records import RequestRecords
 from sim.run.summary import PERCENTILES, latencies, throughput_series, token_throughput
@@ -336,7 +337,6 @@ def test_a_full_temporary_disk_is_an_error_before_the_run(tmp_path, monkeypatch,
     stops before it starts, with a line saying where, and leaves no results folder (a map
     written past a full disk would kill the process with SIGBUS instead)."""
     import errno
-    import os
 
     from sim.cli import main as cli_main
 
@@ -353,3 +353,17 @@ def test_a_full_temporary_disk_is_an_error_before_the_run(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert "request archive: cannot reserve" in err and "set TMPDIR" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_archive_file_without_posix_fallocate_writes_its_zeros(monkeypatch):
+    """Where the OS has no posix_fallocate (macOS) the file is allocated by writing zeros:
+    the same size, and rows written and read back the same."""
+    monkeypatch.delattr(request_archive.os, "posix_fallocate", raising=False)
+    n = 5
+    archive = RequestArchive(n, in_memory=False)
+    assert os.fstat(archive._file.fileno()).st_size == archive.nbytes == n * request_archive.ROW_BYTES
+    rows = np.arange(n * len(request_archive.FIELDS), dtype=np.int64).reshape(n, -1) % 100
+    archive.put(np.array([4, 0, 3, 1, 2]), rows)
+    columns = archive.columns()
+    for k, name in enumerate(request_archive.FIELD_NAMES):
+        assert list(columns[name][[4, 0, 3, 1, 2]]) == list(rows[:, k]), name

@@ -110,11 +110,10 @@ class Cluster:
             shared = exp.corpus.tokens
             shared_tokens = (np.full(b - a, shared, dtype=np.int64) if shared_col is None
                              else np.where(shared_col < 0, shared, shared_col))
-            as_i64 = lambda column: np.asarray(column, dtype=np.int64)  # noqa: E731
-            return {"unique_tokens": as_i64(unique), "prefill_tokens": as_i64(prefill),
-                    "output_tokens": as_i64(output), "corpus": as_i64(corpus),
-                    "shared_tokens": as_i64(shared_tokens),
-                    "kv_bytes": as_i64(memory.request_bytes(unique, output, shared_tokens))}
+            columns = {"unique_tokens": unique, "prefill_tokens": prefill, "output_tokens": output,
+                       "corpus": corpus, "shared_tokens": shared_tokens,
+                       "kv_bytes": memory.request_bytes(unique, output, shared_tokens)}
+            return {name: np.asarray(c, dtype=np.int64) for name, c in columns.items()}
 
         return block
 

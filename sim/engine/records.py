@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sim.engine.request_archive import (FIELD_NAMES, FIELDS, PLAN_FIELDS,
-                                      RequestArchive)
+from sim.engine.request_archive import FIELD_NAMES, FIELDS, PLAN_FIELDS, RequestArchive
 
 MAX_SAMPLES = 2000
 
@@ -103,8 +102,7 @@ class RequestLog:
             self._grow(2 * self.slots)
         slot = self._free.pop()
         used = self.slots - len(self._free)
-        if used > self.max_slots_used:
-            self.max_slots_used = used
+        self.max_slots_used = max(self.max_slots_used, used)
         i = rid - self._block_start
         if self._block_start < 0 or i >= PLAN_BLOCK:
             self._load_block(rid)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import IO
 
 import numpy as np
 
@@ -38,13 +39,20 @@ FLUSH_ROWS = 4096  # finished rows buffered before they are written out
 IN_MEMORY_MAX = 1 << 16  # planned requests up to which the table stays in memory
 
 
-def _allocated_file(nbytes: int):  # noqa: ANN202
+def _allocated_file(nbytes: int) -> IO[bytes]:
     """An unlinked temporary file with ``nbytes`` allocated on disk up front: writing
     through a map into a file the disk has no room for kills the process (SIGBUS), so a
     full disk is found here, before the run, as an error that says where."""
-    fh = tempfile.TemporaryFile(prefix="moska-sim-requests-")
+    fh = tempfile.TemporaryFile(prefix="moska-sim-requests-")  # noqa: SIM115 (returned)
     try:
-        os.posix_fallocate(fh.fileno(), 0, nbytes)
+        allocate = getattr(os, "posix_fallocate", None)
+        if allocate is not None:
+            allocate(fh.fileno(), 0, nbytes)
+        else:  # macOS has none: write the zeros (the disk says ENOSPC the same way)
+            zeros = bytes(1 << 20)
+            for start in range(0, nbytes, len(zeros)):
+                fh.write(zeros[:min(len(zeros), nbytes - start)])
+            fh.flush()
     except OSError as e:
         fh.close()
         raise OSError(e.errno, f"request archive: cannot reserve {nbytes / 2**20:.1f} MiB "

@@ -1,7 +1,8 @@
 """``requests.csv``: one row per arrived request, formatted a block of requests at a time.
 
 The rows are never held all at once: :class:`RequestRecords` keeps a reference to the
-run's request log (its numpy columns, which the run keeps anyway) and formats
+run's finished request log (its columns by request id, the request archive's: arrays, or
+maps of a temporary file on long runs) and formats
 ``BLOCK`` requests at a time, in id order, into CSV text. Writing a million-request file
 holds one block of Python rows (~64 Ki rows, ~50 MB) at a time, not a million of them
 (~0.7 GB) plus the whole file as one string (~0.1 GB).
