@@ -7,8 +7,8 @@ flight, or never arrived). Rows are buffered ``FLUSH_ROWS`` at a time and writte
 request id into one column-major table: in memory for runs of at most ``IN_MEMORY_MAX``
 planned requests, else in an anonymous temporary file (``tempfile``: under ``$TMPDIR``,
 unlinked from the start, so nothing is left behind even if the process dies), 121 bytes
-a request. :meth:`RequestArchive.columns` gives the whole table back, one read-only-ish
-(copy-on-write) numpy column per field indexed by request id: the summary, ``requests.csv``
+a request. :meth:`RequestArchive.columns` gives the whole table back, one numpy column per
+field indexed by request id (on file: copy-on-write maps): the summary, ``requests.csv``
 and the timeline are an exact second pass over it.
 """
 
