@@ -367,3 +367,21 @@ def test_archive_file_without_posix_fallocate_writes_its_zeros(monkeypatch):
     columns = archive.columns()
     for k, name in enumerate(request_archive.FIELD_NAMES):
         assert list(columns[name][[4, 0, 3, 1, 2]]) == list(rows[:, k]), name
+
+
+def test_price_caches_are_bounded_and_emptying_them_changes_nothing(tmp_path, monkeypatch):
+    """A price cache holds at most PRICE_CACHE_MAX shapes (emptied when full): with a cap
+    of 3 shapes the run re-prices constantly and its files are the same bytes."""
+    from sim.engine.nodes import pricing
+
+    over = {"run.requests": 60, "run.granularity": "layer"}
+    free = run_simulation(config_from_dict(small_config(**over)), tmp_path / "free",
+                          progress=False)
+    monkeypatch.setattr(pricing, "PRICE_CACHE_MAX", 3)
+    capped = run_simulation(config_from_dict(small_config(**over)), tmp_path / "capped",
+                            progress=False)
+    sizes = capped.run_info["price_cache_shapes"]
+    assert sizes["clears"] > 10 and free.run_info["price_cache_shapes"]["clears"] == 0
+    assert max(sizes["decode"], sizes["prefill"], sizes["grouped"]) <= 3
+    for name in ("summary.json", "requests.csv", "timeseries.csv"):
+        assert (tmp_path / "free" / name).read_bytes() == (tmp_path / "capped" / name).read_bytes()

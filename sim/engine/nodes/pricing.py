@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.compute import kernel_cost
+
+PRICE_CACHE_MAX = 1 << 16  # shapes kept per price cache before it is emptied (bounded memory)
 from hw.link import transfer_cost
 from hw.ops import GroupedSharedAttention, SharedAttention, Transfer
 from hw.specs import ChipSpec, LinkSpec, load_link
@@ -145,6 +147,7 @@ class Pricer:
     _prefill: dict = field(default_factory=dict, repr=False)
     _grouped: dict = field(default_factory=dict, repr=False)
     _akw: dict = field(default_factory=dict, repr=False)
+    cache_clears: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self._akw = attention_kwargs(self.model, self.precision)
@@ -171,7 +174,7 @@ class Pricer:
         c = self._decode.get(key)
         if c is None:
             c = self._price_decode(batch, unique_ctx, shared_ctx)
-            self._decode[key] = c
+            self._remember(self._decode, key, c)
         return c
 
     def _price_decode(self, batch: int, unique_ctx: int, shared_ctx: int) -> DecodeCost:
@@ -226,7 +229,7 @@ class Pricer:
         c = self._prefill.get(key)
         if c is None:
             c = self._price_prefill(tokens, shared_ctx, prior)
-            self._prefill[key] = c
+            self._remember(self._prefill, key, c)
         return c
 
     def _price_prefill(self, tokens: int, shared_ctx: int, prior: int) -> PrefillCost:
@@ -292,7 +295,7 @@ class Pricer:
             op = GroupedSharedAttention(**self._akw, chunk_batches=hist,
                                         chunk_tokens=self.chunk_tokens, requests=key[1])
             t = kernel_cost(op, self.shared_chip).time_ns
-            self._grouped[key] = t
+            self._remember(self._grouped, key, t)
         return t, chunks
 
     def query_bytes(self, requests: int) -> int:
@@ -301,9 +304,18 @@ class Pricer:
     def partial_bytes(self, requests: int) -> int:
         return partial_bytes(self.model, requests)
 
+    def _remember(self, cache: dict, key: object, value: object) -> None:
+        """Cache a price; a cache of ``PRICE_CACHE_MAX`` shapes is emptied first, so a long
+        run's memory stays bounded (prices are pure functions of the shape: a shape priced
+        again costs time, never a different result)."""
+        if len(cache) >= PRICE_CACHE_MAX:
+            cache.clear()
+            self.cache_clears += 1
+        cache[key] = value
+
     def cache_sizes(self) -> dict[str, int]:
         return {"decode": len(self._decode), "prefill": len(self._prefill),
-                "grouped": len(self._grouped)}
+                "grouped": len(self._grouped), "clears": self.cache_clears}
 
 
 __all__ = [
