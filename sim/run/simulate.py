@@ -166,6 +166,7 @@ def simulate(experiment: Experiment, router: RouterFactory | None = None, *,
     assert isinstance(env.now, int), "the clock left the integers"
     for u in cluster.unique:
         u.flush_generated()
+        u.close_round_trip(t_end)
     rec.log.finish()  # from here the log's columns are the whole run's, by request id
     if tl is not None:
         tl.finish(cluster, t_end)

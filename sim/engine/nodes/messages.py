@@ -11,17 +11,22 @@ from simpy.events import NORMAL, Event
 class RoundTrip:
     """The replies of one round trip, collected without an event per reply: each sender
     reports when its partials will arrive (``arrived``), and when the last has reported,
-    ``event`` fires once, at the latest arrival (not before ``not_before``: the unique
-    node's own overlapped work). Runs without faults only (a lost reply needs an event)."""
+    ``event`` fires once, ``then_ns`` after the latest arrival (not before ``not_before``:
+    the unique node's own overlapped work). ``then_ns``: work its waiter does as soon as
+    the partials are back, before anything else can happen to it (0: none), so that
+    work costs no event of its own. Runs without faults only (a lost reply needs an
+    event)."""
 
-    __slots__ = ("env", "event", "left", "latest", "not_before")
+    __slots__ = ("env", "event", "left", "latest", "not_before", "then_ns")
 
-    def __init__(self, env, event: Event, left: int, not_before: int) -> None:  # noqa: ANN001
+    def __init__(self, env, event: Event, left: int, not_before: int,  # noqa: ANN001
+                 then_ns: int = 0) -> None:
         self.env = env
         self.event = event
         self.left = left
         self.latest = not_before
         self.not_before = not_before
+        self.then_ns = then_ns
 
     # a sender that gave up on it (faults) tests this; a round trip is never given up
     triggered = False
@@ -35,7 +40,7 @@ class RoundTrip:
             ev = self.event
             ev._ok = True
             ev._value = None
-            self.env.schedule(ev, NORMAL, self.latest - self.env.now)
+            self.env.schedule(ev, NORMAL, self.latest + self.then_ns - self.env.now)
 
 
 @dataclass(slots=True, eq=False)

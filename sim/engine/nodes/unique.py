@@ -55,6 +55,9 @@ class UniqueNode(Node):
     the run, and ``service_scale`` (None: deterministic service)."""
 
     kind = "unique"
+    # fold the work after a lone chain's round trip into its event (``_chain``); False
+    # keeps the unfolded path, the reference tests compare the folded one against
+    fold_round_trips = True
 
     def __init__(
         self,
@@ -119,6 +122,8 @@ class UniqueNode(Node):
         self.link_busy_ns = 0  # tp > 1: collectives on the replica's internal link
         self.faults = None  # the fault manager (sim.engine.faults), when the run has faults
         self._jobs_sent: list[PrefillJob] = []
+        self._folded: RoundTrip | None = None  # the round trip a lone chain waits on
+        self._folded_sent = 0  # how many shared nodes it went to
         self.recovers: int | None = 0  # faults: when a failed node comes back (None: never)
         self.process = self.env.process(self.run())
 
@@ -381,14 +386,14 @@ class UniqueNode(Node):
         overlapped work while it is in flight, the wait for the replies, the work after.
 
         NOTE: for performance: one timeout covers a round trip's post work and the next
-        one's pre work (back to back, nothing is sent between them), and the replies are
-        collected by a ``RoundTrip`` that fires once, when the node's overlapped work is
-        done and the last partials are back: 2 events a round trip instead of 4 plus one
-        per reply."""
+        one's pre work (back to back, nothing is sent between them) and is folded into the
+        round trip's event, and the replies are collected by a ``RoundTrip`` that fires
+        once, when the node's overlapped work is done, the last partials are back and the
+        work after them is done: 1 event a round trip instead of 4 plus one per reply."""
         self._compute_free_at = self.env.now
         loads = self.route(self.R[:, CORPUS], B, reps) if B else [()] * reps
         yield from self._chain(reps, rounds, loads, pre, overlap, post, step, pshared, pq, pp,
-                               rt_parts, timeline=True)
+                               rt_parts, alone=True)
 
     def _ping_pong(self, reps: int, rounds: int, dcost: DecodeCost, xpre: int, xoverlap: int,
                    xpost: int, pshared: int, pq: int, pp: int):  # noqa: ANN202
@@ -440,21 +445,31 @@ class UniqueNode(Node):
 
     def _chain(self, reps: int, rounds: int, loads: list, pre: int, overlap: int, post: int,
                step: int, pshared: int, pq: int, pp: int, rt_parts: list[float],
-               timeline: bool = False):  # noqa: ANN202
+               alone: bool = False):  # noqa: ANN202
         """One chain of round trips (the whole batch, or one micro-batch), its own work
         queued on the node's compute (first come, first served: with one chain, the node
-        simply works). ``timeline``: record each round trip's wait on the node's track
-        (one chain only: two would overlap there)."""
+        simply works). ``alone``: the step's only chain: each round trip's wait goes on
+        the node's timeline track, and the work after a round trip (its post work and the
+        next one's pre work, or the step's last work) is folded into the round trip's
+        event (``RoundTrip.then_ns``)."""
         env = self.env
-        tl = self.tl if timeline else None
-        carry = 0  # own work due before the next send: the previous round trip's post
+        tl = self.tl if alone else None
+        fold = alone and self.fold_round_trips
+        after = post * rounds  # own work due once a round trip's partials are back
+        last = reps - 1
         for layer in range(reps):
-            t = carry + pre * rounds
-            if t:
-                yield env.timeout(self._compute(t) - env.now)
+            if not layer or not fold:  # folded: it was the last round trip's
+                t = (after if layer else 0) + pre * rounds
+                if t:
+                    yield env.timeout(self._compute(t) - env.now)
             t_sent = env.now
             t_own = self._compute(overlap * rounds) if overlap else t_sent
-            rt = RoundTrip(env, Event(env), 0, t_own)
+            # NOTE: for performance: alone, the node starts its work after the round trip
+            # the moment the last partials are back (nothing else is queued on its compute
+            # and nothing can come between), so the round trip's event fires when that work
+            # is done: one event a round trip instead of two
+            then = (after + (pre * rounds if layer < last else step)) if fold else 0
+            rt = RoundTrip(env, Event(env), 0, t_own, then)
             msgs = self._send(loads[layer], layer, rounds, pshared, pq, pp, rt)
             sent = rt.left
             if tl is not None and sent:  # the node waits once its own work is done
@@ -462,15 +477,39 @@ class UniqueNode(Node):
             if not sent:  # nothing was sent: only the overlapped work
                 rt.left = 1
                 rt.arrived(t_own)
+            if fold:
+                self._folded, self._folded_sent = rt, sent
             yield rt.event
+            back = rt.latest  # when the partials were back (the work folded in came after)
+            if then:
+                self._compute_free_at = self.busy_until = env.now
+                self.busy_ns += then
+            self._folded = None
             if tl is not None and sent:
-                tl.round_trip_end(self.index, env.now)
+                tl.round_trip_end(self.index, back)
             if msgs:
-                self._round_trip_parts(msgs, env.now - t_own, t_sent, rt_parts)
-            carry = post * rounds
-        t = carry + step
-        if t:
-            yield env.timeout(self._compute(t) - env.now)
+                self._round_trip_parts(msgs, back - t_own, t_sent, rt_parts)
+        if not fold:
+            t = after + step
+            if t:
+                yield env.timeout(self._compute(t) - env.now)
+
+    def busy_within(self, t_end: int) -> int:
+        """Busy ns inside [0, t_end], counting the part by then of work folded into a round
+        trip whose partials are back (``_chain``: it is booked when it is done)."""
+        busy = super().busy_within(t_end)
+        rt = self._folded
+        if rt is not None and not rt.left and rt.then_ns and t_end > rt.latest:
+            busy += min(t_end, rt.latest + rt.then_ns) - rt.latest
+        return busy
+
+    def close_round_trip(self, t_end: int) -> None:
+        """At the end of a run: a round trip whose partials were back by ``t_end`` (the
+        work folded into it under way) ends on the timeline when they came back."""
+        rt = self._folded
+        if self.tl is not None and rt is not None and self._folded_sent and not rt.left \
+                and rt.latest <= t_end:
+            self.tl.round_trip_end(self.index, rt.latest)
 
     def _round_trips_faulty(self, reps: int, rounds: int, B: int, pre: int, overlap: int,
                             post: int, step: int, pshared: int, pq: int, pp: int,
