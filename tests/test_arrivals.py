@@ -270,6 +270,26 @@ def test_mooncake_small_file_and_shared_spec_note(tmp_path):
     assert any("workload.shared" in n for n in p.notes)
 
 
+def test_cached_fraction_with_mooncake(tmp_path):
+    """Without the trace's corpora (source none) a Mooncake prompt is all unique context
+    and ``cached_fraction`` of it is resident: ceil(tokens x (1 - f)) are prefilled. With
+    them, its shared blocks are the corpus and the fraction has no meaning: an error."""
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"timestamp": 0, "input_length": 1100, "output_length": 5, "hash_ids": [0, 1, 2]},
+        {"timestamp": 3, "input_length": 1201, "output_length": 2, "hash_ids": [0, 1, 3]},
+    ]) + "\n")
+    p = plan("trace", path=f, format="mooncake", duration_ns=FAR, trace_corpora=False,
+             cached_fraction=0.25)
+    assert [(r.unique_tokens, r.prefill_tokens) for r in p.requests] == [(1100, 825),
+                                                                          (1201, 901)]
+    assert any("cached_fraction" in n for n in p.notes)
+    none = plan("trace", path=f, format="mooncake", duration_ns=FAR, trace_corpora=False)
+    assert [r.prefill_tokens for r in none.requests] == [None, None]
+    with pytest.raises(WorkloadError, match="cached_fraction: 0.25 does not apply"):
+        plan("trace", path=f, format="mooncake", duration_ns=FAR, cached_fraction=0.25)
+
+
 # -- bad input --------------------------------------------------------------------------------
 AZ_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 AZ_OK = "2023-11-16 18:15:46.6805900,374,44\n"

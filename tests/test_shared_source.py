@@ -210,6 +210,19 @@ def test_bad_shared_forms_with_other_arrivals(tmp_path, arrivals, shared, field,
     assert lines[0].startswith(f"{path}: {field}: ") and message in lines[0]
 
 
+def test_cached_fraction_needs_the_mooncake_corpora_off(tmp_path):
+    """A Mooncake prompt's shared blocks are its corpus and the rest is new, so a resident
+    fraction is an error with the trace's corpora; with source none it applies."""
+    arrivals = "{kind: trace, format: mooncake, path: t.jsonl, cached_fraction: 0.5}"
+    path = setup(tmp_path, "", arrivals=arrivals)
+    lines = error_lines(path)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{path}: workload.arrivals.cached_fraction: expected 0 with "
+                               "a Mooncake trace's own corpora")
+    assert lines[0].endswith("got 0.5 (line 7)")
+    load_config(setup(tmp_path, "shared: {source: none}", arrivals=arrivals))
+
+
 def test_validate_cli_accepts_the_new_form_and_names_the_bad_one(tmp_path, capsys):
     assert validate_main([str(MOONCAKE_YAML)]) == 0
     out = capsys.readouterr().out

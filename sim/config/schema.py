@@ -502,6 +502,12 @@ class Workload(StrictModel):
                    else "there is no shared context; remove it")
             issues += [(f"shared.{name}", f"not used with source {shared.source!r}: {why}")
                        for name in ("tokens", "corpora") if getattr(shared, name) is not None]
+        cached = getattr(self.arrivals, "cached_fraction", None) or 0
+        if trace and shared.source == "trace" and cached > 0:
+            issues.append(("arrivals.cached_fraction", (
+                f"expected 0 with a Mooncake trace's own corpora (a prompt's blocks seen in "
+                f"other requests are its shared corpus, the rest is new), or shared.source "
+                f"'none'; got {cached}")))
         if issues:
             raise cross_fail(issues)
         return self

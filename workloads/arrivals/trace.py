@@ -102,8 +102,16 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
         notes.append("workload.shared.source none: each Mooncake prompt is wholly its "
                      "request's own context (the blocks it shares with other requests are "
                      "not shared)")
-        return ArrivalPlan(RequestTable(times, inputs, outputs), notes=tuple(notes))
+        new = _resident(inputs, cached_fraction, rows.path, notes)
+        return ArrivalPlan(RequestTable(times, inputs, outputs, None, None, new),
+                           notes=tuple(notes))
     if rows.format == "mooncake":
+        if cached_fraction > 0:
+            raise WorkloadError(
+                f"workload.arrivals.cached_fraction: {cached_fraction} does not apply to a "
+                "Mooncake trace with its own corpora (workload.shared.source: trace): a "
+                "prompt's blocks seen in other requests are its shared corpus and the rest "
+                "is new; expected 0, or workload.shared.source: none")
         assert rows.hash_ids is not None
         hashes = [rows.hash_ids[i] for i in idx.tolist()]
         odd = sum(len(h) != -(-int(n) // MOONCAKE_BLOCK_TOKENS)
@@ -127,15 +135,21 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
     corpus = np.zeros(len(idx), dtype=np.int64)
     if shared is not None and rng_corpora is not None:
         corpus = assign_corpora(shared, rng_corpora, len(idx))
-    if cached_fraction > 0:
-        new = np.ceil(unique * (1.0 - cached_fraction)).astype(np.int64)
-        notes.append(f"{rows.path}: workload.arrivals.cached_fraction {cached_fraction}: that "
-                     "fraction of each prompt's unique tokens is resident, the rest prefilled")
-    else:
-        new = None
+    new = _resident(unique, cached_fraction, rows.path, notes)
     reqs = RequestTable(times, unique, outputs, corpus, None, new)
     sharing = synthetic_sharing(shared, corpus, unique) if shared is not None else None
     return ArrivalPlan(reqs, sharing=sharing, notes=tuple(notes))
+
+
+def _resident(unique: np.ndarray, cached_fraction: float, path: object,
+              notes: list[str]) -> np.ndarray | None:
+    """Prompt tokens to prefill when ``cached_fraction`` of each request's unique tokens is
+    resident (the rest, rounded up); None (0: the workload's law decides)."""
+    if cached_fraction <= 0:
+        return None
+    notes.append(f"{path}: workload.arrivals.cached_fraction {cached_fraction}: that "
+                 "fraction of each prompt's unique tokens is resident, the rest prefilled")
+    return np.ceil(unique * (1.0 - cached_fraction)).astype(np.int64)
 
 
 class TraceArrivals(ArrivalProcess):
@@ -149,7 +163,8 @@ class TraceArrivals(ArrivalProcess):
         Param("time_scale", "number", "multiplies trace times (2 = half rate)", default=1.0,
               gt=0),
         Param("cached_fraction", "number", "fraction of each prompt's unique tokens already "
-              "resident (cached history); the rest is prefilled (azure; mooncake: 0)",
+              "resident (cached history); the rest is prefilled (mooncake: only with "
+              "workload.shared.source none)",
               default=0.0, ge=0, le=1),
     )
 
