@@ -88,13 +88,15 @@ def test_bucket_is_exact_small_and_within_0_8_percent():
 
 
 @pytest.mark.parametrize("popularity", ["uniform", {"zipf": 1.1}])
-@pytest.mark.parametrize("n,S", [(1, 2), (6, 2), (40, 4), (200, 2), (7, 1)])
+@pytest.mark.parametrize("n,S", [(1, 2), (1, 1), (1, 4), (1, 3), (6, 2), (40, 4), (200, 2),
+                                 (7, 1)])
 def test_a_step_of_layers_drawn_at_once_equals_layer_by_layer(popularity, n, S):
     """route_layers draws every layer of a step in one call; from the same stream state it
     must give what that many route calls give, layer for layer (counts, requests, pairs,
     maxima), whichever path (exact, inverted CDF, rounded normal, Zipf) draws them."""
     layers = 5
-    at_once = router(popularity, S, exact_max=1, seed=7).route_layers(n, layers)
+    at_once_router = router(popularity, S, exact_max=1, seed=7)
+    at_once = at_once_router.route_layers(n, layers)
     one_by_one = router(popularity, S, exact_max=1, seed=7)
     for layer, loads in enumerate(at_once):
         ref = one_by_one.route(n, layer)
@@ -103,6 +105,8 @@ def test_a_step_of_layers_drawn_at_once_equals_layer_by_layer(popularity, n, S):
             assert np.array_equal(a.counts, b.counts)
             assert (a.requests, a.pairs, a.max_count) == (b.requests, b.pairs, b.max_count)
             assert a.pairs == int(a.counts.sum()) and a.max_count == int(a.counts.max())
+    assert (at_once_router.exact_draws, at_once_router.binomial_draws) == (
+        one_by_one.exact_draws, one_by_one.binomial_draws)
 
 
 @pytest.mark.parametrize("n_per_corpus", [(1, 0, 2), (3, 1, 0), (40, 5, 1)])

@@ -310,10 +310,14 @@ class QueryRouter:
     def route_layers(self, n_queries: int, layers: int) -> list[list[NodeLoad]]:
         """``route`` for ``layers`` consecutive layers of one step, drawn at once.
 
-        NOTE: for performance: the binomial draws of every layer are one numpy call (the
-        same numbers, in the same order, as ``layers`` calls of ``route``); the exact and
-        Zipf paths draw layer by layer."""
+        NOTE: for performance: the binomial draws of every layer are one numpy call, and
+        so are a one-query batch's exact draws (the same numbers, in the same order, as
+        ``layers`` calls of ``route``); larger exact batches and the Zipf binomial path
+        draw layer by layer."""
         S = self.S
+        if (n_queries == 1 and layers > 1 and self._regular and self.k < self.n_chunks
+                and self.exact_max_queries >= 1):
+            return self._route_one_query_layers(layers)
         if (layers == 1 or n_queries <= self.exact_max_queries or not self._regular
                 or not self.uniform or self.k == self.n_chunks):
             return [self.route(n_queries, layer) for layer in range(layers)]
@@ -340,6 +344,24 @@ class QueryRouter:
 
 
 
+
+    def _route_one_query_layers(self, layers: int) -> list[list[NodeLoad]]:
+        """``route_layers`` for a batch of one query (the exact path): its k chunks of
+        every layer from one ``select`` (the same numbers as ``layers`` calls of
+        ``route``), each node's requests 1 where it holds one of them.
+
+        NOTE: for performance: a decode step of one request is common in short runs
+        (``--output-tokens 2``) and costs ``layers`` selects and counts otherwise."""
+        S, N = self.S, self.n_chunks
+        self.exact_draws += layers
+        sel = np.asarray(self.router.select(layers))
+        per_chunk = np.zeros((layers, N), dtype=np.int64)
+        per_chunk[np.arange(layers)[:, None], sel] = 1
+        mat = per_chunk.reshape(layers, -1, S).transpose(0, 2, 1).copy()  # (layer, node, slot)
+        pairs = np.add.reduce(mat, axis=2).tolist()
+        maxs = np.maximum.reduce(mat, axis=2).tolist()
+        return [[NodeLoad(mat[layer, s], 1 if pairs[layer][s] else 0, pairs[layer][s],
+                          maxs[layer][s]) for s in range(S)] for layer in range(layers)]
 
 
 class ShardRouter:

@@ -206,6 +206,10 @@ class TraceQueryRouter(QueryRouter):
         self._layer = layer
         return super().route(n_queries)
 
+    def route_layers(self, n_queries: int, layers: int) -> list[list]:  # type: ignore[override]
+        """Layer by layer: each layer reads its own rows of the trace."""
+        return [self.route(n_queries, layer) for layer in range(layers)]
+
     def draw_counts(self, n_queries: int, layer: int = 0) -> tuple[np.ndarray, list[int]]:
         self._layer = layer
         return super().draw_counts(n_queries, layer)
