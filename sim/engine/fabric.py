@@ -21,6 +21,7 @@ and queue length (messages reserved but not yet serialising) are recorded per li
 from __future__ import annotations
 
 import zlib
+from math import ceil
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from sim.engine.kernel import LOST, Engine, ceil_ns
 Topology = Literal["switch", "ring", "fat_tree"]
 TOPOLOGIES: tuple[str, ...] = ("switch", "ring", "fat_tree")
 _AHEAD_PRUNE = 64  # a link keeps up to this many past reservations before dropping them
+_SER_CACHE_MAX = 1 << 16  # message sizes whose serialisation time is kept
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class Fabric:
         if latency_ns < 0 or switch_latency_ns < 0 or message_ns < 0:
             raise ValueError("cluster.fabric: latencies must be >= 0")
         self.engine = engine
+        self._env = engine.env
         self.graph = graph
         self.bytes_per_ns = float(bandwidth_GBps)  # 1 GB/s = 1 B/ns
         self.link_latency_ns = float(latency_ns)
@@ -194,6 +197,7 @@ class Fabric:
         self.bytes_sent = [0] * len(self.hosts)
         self.bytes_received = [0] * len(self.hosts)
         self._routes: dict[tuple[int, int], Route] = {}
+        self._ser: dict[int, int] = {}  # message bytes -> serialisation ns (full bandwidth)
         # faults: failed directed links (edge -> when it recovers, None: never), bandwidth
         # fraction per degraded link, messages waiting for a route
         self.down: dict[tuple[str, str], int | None] = {}
@@ -276,10 +280,11 @@ class Fabric:
         r = self._routes.get((src, dst)) or self.route(src, dst)
         if r is None:
             return -1
-        now = self.engine.env.now
+        now = self._env._now  # NOTE: for performance: SimPy's clock without its property
         delivery = self._reserve(r, src, dst, nbytes, rounds, now)
-        self._unheard.append((delivery, dst, nbytes))
-        if len(self._unheard) > 4096:
+        unheard = self._unheard
+        unheard.append((delivery, dst, nbytes))
+        if len(unheard) > 4096:
             self._hear(now)
         return delivery
 
@@ -291,15 +296,20 @@ class Fabric:
         for li in links:
             if free_at[li] > start:
                 start = free_at[li]
-        bpn = self.bytes_per_ns
         if self.scale:
-            bpn *= min(self.scale.get(li, 1.0) for li in links)
-        ser = int(nbytes / bpn)
-        if ser < nbytes / bpn:
-            ser += 1
+            bpn = self.bytes_per_ns * min(self.scale.get(li, 1.0) for li in links)
+            ser = ceil(nbytes / bpn)
+        else:
+            # NOTE: for performance: the serialisation time of a message size is cached
+            ser = self._ser.get(nbytes)
+            if ser is None:
+                ser = self._ser[nbytes] = ceil(nbytes / self.bytes_per_ns)
+                if len(self._ser) > _SER_CACHE_MAX:
+                    self._ser.clear()
         end = start + ser
         busy, lbytes, msgs = self.busy_ns, self.link_bytes, self.link_messages
         ahead = self._ahead
+        span = (start, end)
         for li in links:
             free_at[li] = end
             busy[li] += ser
@@ -311,7 +321,7 @@ class Fabric:
             if len(res) >= _AHEAD_PRUNE:
                 while res and res[0][1] <= now:
                     res.popleft()
-            res.append((start, end))
+            res.append(span)
         if start > now:
             self._queue(links, now, start)
         if self.tl is not None:
