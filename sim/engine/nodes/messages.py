@@ -90,6 +90,7 @@ class PrefillJob:
     query_bytes: int = 0  # faults: what a re-send carries
     owner: int = -1
     lost: str | None = None
+    seq: int = 0  # send order on the fabric (ties of arrival time go in this order)
 
 
 __all__ = ["PrefillJob", "QueryMessage", "RoundTrip"]

@@ -32,7 +32,7 @@ from sim.engine.nodes.pricing import Pricer
 _DEADLINE = NORMAL + 1  # a batching window's deadline: after the other events of its instant
 
 
-def _arrival_order(item: tuple[int, int, QueryMessage]) -> tuple[int, int]:
+def _arrival_order(item: tuple[int, int, QueryMessage | PrefillJob]) -> tuple[int, int]:
     return item[0], item[1]
 
 
@@ -40,6 +40,10 @@ class SharedNode(Node):
     """One shared node's queue, batching policy and busy-time accounting."""
 
     kind = "shared"
+    # take a message or prefill job at send time when the node will still be busy at its
+    # arrival (``deliver_later``); False: a delivery event each, the reference tests
+    # compare against
+    deliver_ahead = True
 
     def __init__(
         self,
@@ -84,9 +88,10 @@ class SharedNode(Node):
         self.prefill_jobs = 0
         self.prefill_busy_ns = 0
         self._current: tuple | None = None  # the launch or job now running
-        # messages delivered while a launch or job runs: (delivery ns, send order, message),
-        # taken into the queue in that order when it ends (nothing can look at them before)
-        self.inbox: list[tuple[int, int, QueryMessage]] = []
+        # messages and prefill jobs delivered while a launch or job runs: (delivery ns, send
+        # order, message or job), taken into the queues in that order when it ends (nothing
+        # can look at them before)
+        self.inbox: list[tuple[int, int, QueryMessage | PrefillJob]] = []
         self.process = self.env.process(self.run())
 
     # -- arrivals -------------------------------------------------------------------------
@@ -97,15 +102,15 @@ class SharedNode(Node):
             return
         self._accept(msg, self.env.now)
 
-    def deliver_later(self, t_ns: int, msg: QueryMessage) -> bool:
-        """Take a message that will arrive at ``t_ns`` while this node's current launch or
-        job still runs, without a delivery event; False if it will not be busy then (the
-        sender schedules a delivery instead).
+    def deliver_later(self, t_ns: int, msg: QueryMessage | PrefillJob) -> bool:
+        """Take a message or prefill job that will arrive at ``t_ns`` while this node's
+        current launch or job still runs, without a delivery event; False if it will not
+        be busy then (the sender schedules a delivery instead).
 
         NOTE: for performance: a busy node only looks at its queue when its work ends, so a
         message arriving meanwhile needs no event of its own; the inbox is taken in
         (delivery time, send order), the order SimPy would have delivered them in."""
-        if self._current is None or t_ns >= self.busy_until:
+        if self._current is None or t_ns >= self.busy_until or not self.deliver_ahead:
             return False
         self.inbox.append((t_ns, msg.seq, msg))
         return True
@@ -115,8 +120,12 @@ class SharedNode(Node):
         inbox = self.inbox
         self.inbox = []
         inbox.sort(key=_arrival_order)
-        for t, _seq, msg in inbox:
-            self._accept(msg, t)
+        for t, _seq, item in inbox:
+            if type(item) is PrefillJob:
+                item.t_arrive = t
+                self.jobs.append(item)
+            else:
+                self._accept(item, t)
 
     def _accept(self, msg: QueryMessage, t_arrive: int) -> None:
         """Queue a message that arrived at ``t_arrive``; wake the node if it waits for one."""
@@ -135,6 +144,9 @@ class SharedNode(Node):
 
     def receive_job(self, job: PrefillJob) -> None:
         """A prefill job has arrived."""
+        if self._current is not None:  # busy: it waits in the inbox until the work ends
+            self.inbox.append((self.env.now, job.seq, job))
+            return
         job.t_arrive = self.env.now
         self.jobs.append(job)
         if self._wake is not None:
@@ -403,7 +415,8 @@ class SharedNode(Node):
         """Queries waiting for a launch (one per request of a pending message, the inbox's
         arrived ones too) plus pending prefill jobs."""
         now = self.env.now
-        waiting = sum(m.requests for t, _, m in self.inbox if t <= now)
+        waiting = sum(1 if type(m) is PrefillJob else m.requests
+                      for t, _, m in self.inbox if t <= now)
         return self.pending_queries + waiting + len(self.jobs)
 
 

@@ -619,8 +619,12 @@ class UniqueNode(Node):
                 job = PrefillJob(self.host, prefill_ns * rounds, pbytes * rounds, rounds,
                                  rt, now)
                 n += 1
-                fabric.send(self.host, node.host, qbytes * rounds, rounds=rounds,
-                            on_delivery=lambda _e, n=node, j=job: n.receive_job(j))
+                t = fabric.reserve(self.host, node.host, qbytes * rounds, rounds=rounds)
+                job.seq = fabric.issued
+                if not node.deliver_later(t, job):  # it is not busy then: a delivery event
+                    ev = Event(env)
+                    ev.callbacks.append(lambda _e, n=node, j=job: n.receive_job(j))
+                    self.engine.fire_after(ev, t - now)
         rt.left = n
         return msgs
 

@@ -1,6 +1,8 @@
-"""Folding a unique node's work after a round trip into the round trip's event
-(``UniqueNode.fold_round_trips``) is exact: on random configs, the folded and the unfolded
-engine give byte-identical summaries, request records, time series and timelines."""
+"""The engine's shortcuts are exact: folding a unique node's work after a round trip into
+the round trip's event (``UniqueNode.fold_round_trips``), and taking a query message or
+prefill job into a busy shared node's inbox when it is sent, with no delivery event
+(``SharedNode.deliver_ahead``). On random configs the engine with and without them gives
+byte-identical summaries, request records, time series and timelines."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.engine.experiment import make_experiment
+from sim.engine.nodes.shared import SharedNode
 from sim.engine.nodes.unique import UniqueNode
 from sim.engine.timeline import TimelineOptions
 from sim.run import simulate
@@ -24,13 +27,13 @@ def _requests(seed: int, n: int, gap_ns: float) -> list[RequestSpec]:
             for i in range(n)]
 
 
-def _outputs(spec, reqs, fold: bool, timeline: bool) -> tuple[str, ...]:
-    UniqueNode.fold_round_trips = fold
+def _outputs(spec, reqs, shortcuts: bool, timeline: bool) -> tuple[str, ...]:
+    UniqueNode.fold_round_trips = SharedNode.deliver_ahead = shortcuts
     try:
         res = simulate(spec.with_requests(reqs),
                        timeline=TimelineOptions() if timeline else None)
     finally:
-        UniqueNode.fold_round_trips = True
+        UniqueNode.fold_round_trips = SharedNode.deliver_ahead = True
     out = (summary_json(res.summary), "".join(res.requests.csv_chunks()),
            timeseries_csv(res.timeseries_header, res.timeseries_rows))
     if timeline:
@@ -55,7 +58,8 @@ configs = st.fixed_dictionaries({
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configs, gap_ns=st.sampled_from([2e5, 2e6, 2e7]), stop=st.booleans(),
        timeline=st.booleans())
-def test_folded_round_trips_give_the_unfolded_results(cfg, gap_ns, stop, timeline):
+def test_the_shortcuts_give_the_results_of_the_engine_without_them(cfg, gap_ns, stop,
+                                                                   timeline):
     reqs = _requests(cfg["seed"], 24, gap_ns)
     spec = make_experiment(requests=len(reqs),
                            duration_ns=int(reqs[len(reqs) // 2].arrival_ns) if stop else None,
@@ -79,3 +83,18 @@ def test_folding_saves_one_event_a_round_trip(granularity):
     steps = sum(u.steps for u in res.cluster.unique)
     round_trips = steps * (spec.model.layers if granularity == "layer" else 1)
     assert events[False] - events[True] == pytest.approx(round_trips, rel=0.05)
+
+
+def test_delivering_ahead_spares_the_delivery_events_of_a_busy_node():
+    """Prompts' corpus attention keeps the shared nodes busy: jobs and queries sent to a
+    node that will still be busy at their arrival need no delivery event."""
+    reqs = _requests(2, 30, 1e6)
+    spec = make_experiment(requests=len(reqs), granularity="layer", unique_nodes=2)
+    events = {}
+    for ahead in (True, False):
+        SharedNode.deliver_ahead = ahead
+        try:
+            events[ahead] = simulate(spec.with_requests(reqs)).run_info["events"]
+        finally:
+            SharedNode.deliver_ahead = True
+    assert events[True] < 0.95 * events[False]
