@@ -21,10 +21,10 @@ and queue length (messages reserved but not yet serialising) are recorded per li
 from __future__ import annotations
 
 import zlib
-from math import ceil
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import ceil
 from typing import Literal
 
 import networkx as nx

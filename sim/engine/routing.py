@@ -342,9 +342,6 @@ class QueryRouter:
             out.append([NodeLoad(m[s], reqs[s], lp[s], lm[s]) for s in range(S)])
         return out
 
-
-
-
     def _route_one_query_layers(self, layers: int) -> list[list[NodeLoad]]:
         """``route_layers`` for a batch of one query (the exact path): its k chunks of
         every layer from one ``select`` (the same numbers as ``layers`` calls of

@@ -144,7 +144,7 @@ def trace_plan(rows: TraceRows, *, time_scale: float = 1.0, start_offset_s: floa
 def _resident(unique: np.ndarray, cached_fraction: float, path: object,
               notes: list[str]) -> np.ndarray | None:
     """Prompt tokens to prefill when ``cached_fraction`` of each request's unique tokens is
-    resident (the rest, rounded up); None (0: the workload's law decides)."""
+    resident (the rest, rounded up); None when it is 0 (the workload's law decides)."""
     if cached_fraction <= 0:
         return None
     notes.append(f"{path}: workload.arrivals.cached_fraction {cached_fraction}: that "
