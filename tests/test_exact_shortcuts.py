@@ -48,6 +48,8 @@ configs = st.fixed_dictionaries({
     "window_ns": st.sampled_from([0, 5_000, 50_000]),
     "granularity": st.sampled_from(["layer", "step"]),
     "overlap": st.booleans(),
+    "microbatches": st.sampled_from([1, 2]),
+    "shared_policy": st.sampled_from(["decode_first", "fifo"]),
     "prefill_chunk_tokens": st.sampled_from([None, 256, 2048]),
     "latency_ns": st.sampled_from([0.0, 1000.0]),
     "service": st.sampled_from(["deterministic", "exponential"]),
