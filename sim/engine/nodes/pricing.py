@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.compute import kernel_cost
-
-PRICE_CACHE_MAX = 1 << 16  # shapes kept per price cache before it is emptied (bounded memory)
 from hw.link import transfer_cost
 from hw.ops import GroupedSharedAttention, SharedAttention, Transfer
 from hw.specs import ChipSpec, LinkSpec, load_link
@@ -27,6 +25,7 @@ from workloads.models import ModelSpec
 from workloads.systems import ServingSystem
 from workloads.systems.ops import StepOp, attention_kwargs, partial_bytes, query_bytes
 
+PRICE_CACHE_MAX = 1 << 16  # shapes kept per price cache before it is emptied (bounded memory)
 PHASES: tuple[str, ...] = (
     "unique_attention", "shared_attention", "router", "merge", "fabric", "queueing",
     "other_layers", "prefill", "prefill_stall", "collective",
