@@ -23,7 +23,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import ceil
 from typing import Literal
 
@@ -34,17 +34,32 @@ from sim.engine.kernel import LOST, Engine, ceil_ns
 
 Topology = Literal["switch", "ring", "fat_tree"]
 TOPOLOGIES: tuple[str, ...] = ("switch", "ring", "fat_tree")
-_AHEAD_PRUNE = 64  # a link keeps up to this many past reservations before dropping them
+_AHEAD_PRUNE = 64  # a path keeps up to this many past reservations before dropping them
 _SER_CACHE_MAX = 1 << 16  # message sizes whose serialisation time is kept
+
+
+class PathAccount:
+    """What the messages over one path (a set of links) reserved: serialisation ns, bytes
+    and the (start, end) of its reservations not known to be over (every link of a path
+    holds a message for the same span, so a path's books stand for each of its links)."""
+
+    __slots__ = ("busy_ns", "nbytes", "spans")
+
+    def __init__(self) -> None:
+        self.busy_ns = 0
+        self.nbytes = 0
+        self.spans: deque[tuple[int, int]] = deque()
 
 
 @dataclass(frozen=True)
 class Route:
-    """A path's directed links (indices into the fabric's link table) and its latency."""
+    """A path's directed links (indices into the fabric's link table), its latency and
+    the account of the path's reservations."""
 
     links: tuple[int, ...]
     hops: int
     latency_ns: int
+    account: PathAccount = field(compare=False, repr=False, default_factory=PathAccount)
 
 
 def build_topology(
@@ -185,15 +200,13 @@ class Fabric:
         self._edge_index = {e: i for i, e in enumerate(edges)}
         n = len(edges)
         self.free_at = [0] * n
-        self.busy_ns = [0] * n
-        self.link_bytes = [0] * n
-        self.link_messages = [0] * n
         self.max_queue = [0] * n
         # start times of messages reserved on each link, not yet serialising
         self._pending: list[deque[int]] = [deque() for _ in range(n)]
-        # (start, end) of each link's reservations (for busy_within: those over by now are
-        # dropped once a link holds _AHEAD_PRUNE of them)
-        self._ahead: list[deque[tuple[int, int]]] = [deque() for _ in range(n)]
+        # NOTE: for performance: reservations are booked once per path, not per link
+        # (``busy_ns``, ``link_bytes`` and ``busy_within`` add a link's paths up); a path
+        # keeps its account when a fault changes the routes
+        self._paths: dict[tuple[int, ...], PathAccount] = {}
         self.bytes_sent = [0] * len(self.hosts)
         self.bytes_received = [0] * len(self.hosts)
         self._routes: dict[tuple[int, int], Route] = {}
@@ -223,7 +236,10 @@ class Fabric:
             hops = len(path) - 1
             lat = ceil_ns(hops * self.link_latency_ns + (hops - 1) * self.switch_latency_ns
                           + self.message_ns)
-            r = Route(links, hops, lat)
+            account = self._paths.get(links)
+            if account is None:
+                account = self._paths[links] = PathAccount()
+            r = Route(links, hops, lat, account)
             self._routes[key] = r
         return r
 
@@ -307,21 +323,18 @@ class Fabric:
                 if len(self._ser) > _SER_CACHE_MAX:
                     self._ser.clear()
         end = start + ser
-        busy, lbytes, msgs = self.busy_ns, self.link_bytes, self.link_messages
-        ahead = self._ahead
-        span = (start, end)
         for li in links:
             free_at[li] = end
-            busy[li] += ser
-            lbytes[li] += nbytes
-            msgs[li] += 1
-            res = ahead[li]
-            # NOTE: for performance: reservations over by now are dropped in batches (the
-            # accounting reads only those not over by the end)
-            if len(res) >= _AHEAD_PRUNE:
-                while res and res[0][1] <= now:
-                    res.popleft()
-            res.append(span)
+        account = r.account
+        account.busy_ns += ser
+        account.nbytes += nbytes
+        spans = account.spans
+        # NOTE: for performance: reservations over by now are dropped in batches (the
+        # accounting reads only those not over by the end)
+        if len(spans) >= _AHEAD_PRUNE:
+            while spans and spans[0][1] <= now:
+                spans.popleft()
+        spans.append((start, end))
         if start > now:
             self._queue(links, now, start)
         if self.tl is not None:
@@ -452,13 +465,32 @@ class Fabric:
         """Each link's busy ns inside [0, t_end]: everything reserved, less the parts of
         the reservations not over by then that lie past ``t_end`` (a path's reservation can
         start after a gap on one of its links, so the tail is summed, not assumed solid)."""
-        out = []
-        for b, res in zip(self.busy_ns, self._ahead):
+        out = [0] * len(self.link_names)
+        for links, account in self._paths.items():
             past = 0
-            for s, e in res:
+            for s, e in account.spans:
                 if e > t_end:
                     past += e - max(s, t_end)
-            out.append(b - past)
+            for li in links:
+                out[li] += account.busy_ns - past
+        return out
+
+    @property
+    def busy_ns(self) -> list[int]:
+        """Each link's reserved serialisation ns so far (reservations not yet over too)."""
+        out = [0] * len(self.link_names)
+        for links, account in self._paths.items():
+            for li in links:
+                out[li] += account.busy_ns
+        return out
+
+    @property
+    def link_bytes(self) -> list[int]:
+        """Bytes reserved on each link so far."""
+        out = [0] * len(self.link_names)
+        for links, account in self._paths.items():
+            for li in links:
+                out[li] += account.nbytes
         return out
 
     def in_flight_bytes(self) -> int:
