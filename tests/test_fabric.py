@@ -82,12 +82,18 @@ def test_messages_sharing_a_link_queue_fifo_and_disjoint_ones_do_not():
     fab.send(0, 1, 10_000, on_delivery=lambda _e: got.__setitem__("a", eng.now))
     fab.send(0, 2, 10_000, on_delivery=lambda _e: got.__setitem__("b", eng.now))  # same uplink
     fab.send(3, 1, 10_000, on_delivery=lambda _e: got.__setitem__("c", eng.now))  # same downlink as a
+    # at t=0: b (h0->h2) waits for a on h0's uplink and c (h3->h1) for a on h1's downlink;
+    # a waiting message is queued on every link of its path, a is on none
+    waiting = {fab.link_names[li]: fab.queue_length(li) for li in range(len(fab.link_names))}
+    assert {k: v for k, v in waiting.items() if v} == {
+        "link:h0->sw": 1, "link:sw->h2": 1, "link:h3->sw": 1, "link:sw->h1": 1}
+    eng.env.run(until=ser)  # a is serialised: b and c start now, none waits
+    assert sum(fab.queue_length(li) for li in range(len(fab.link_names))) == 0
     eng.env.run()
     lat = 2 * LAT + SW
     assert got["a"] == ser + lat
     assert got["b"] == 2 * ser + lat  # waited for a on h0's uplink
     assert got["c"] == 2 * ser + lat  # waited for a on h1's downlink
-    assert max(fab.max_queue) == 1
 
 
 def test_bytes_sent_equal_bytes_received_and_busy_time_is_serialisation():

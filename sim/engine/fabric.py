@@ -200,9 +200,8 @@ class Fabric:
         self._edge_index = {e: i for i, e in enumerate(edges)}
         n = len(edges)
         self.free_at = [0] * n
-        self.max_queue = [0] * n
-        # start times of messages reserved on each link, not yet serialising
-        self._pending: list[deque[int]] = [deque() for _ in range(n)]
+        # each link's paths' accounts (a link's queue is read from its paths' reservations)
+        self._link_paths: list[list[PathAccount]] = [[] for _ in range(n)]
         # NOTE: for performance: reservations are booked once per path, not per link
         # (``busy_ns``, ``link_bytes`` and ``busy_within`` add a link's paths up); a path
         # keeps its account when a fault changes the routes
@@ -239,6 +238,8 @@ class Fabric:
             account = self._paths.get(links)
             if account is None:
                 account = self._paths[links] = PathAccount()
+                for li in links:
+                    self._link_paths[li].append(account)
             r = Route(links, hops, lat, account)
             self._routes[key] = r
         return r
@@ -335,8 +336,6 @@ class Fabric:
             while spans and spans[0][1] <= now:
                 spans.popleft()
         spans.append((start, end))
-        if start > now:
-            self._queue(links, now, start)
         if self.tl is not None:
             self.tl.transfer(links, start, ser, nbytes, src, dst, rounds)
         self.bytes_sent[src] += nbytes
@@ -437,28 +436,20 @@ class Fabric:
         elif event is not None and not event.triggered:
             event.succeed(LOST)
 
-    def _queue(self, links: tuple[int, ...], now: int, start: int) -> None:
-        """Note that a message waits on ``links`` from ``now`` until ``start``.
-
-        A link's queued start times only grow (FIFO reservations), so the messages still
-        waiting at ``now`` are the tail of that sequence: no event is needed to dequeue.
-        """
-        pending, max_queue = self._pending, self.max_queue
-        for li in links:
-            pend = pending[li]
-            while pend and pend[0] <= now:
-                pend.popleft()
-            pend.append(start)
-            if len(pend) > max_queue[li]:
-                max_queue[li] = len(pend)
-
     def queue_length(self, li: int) -> int:
-        """Messages waiting to start serialising on link ``li`` now."""
-        pend = self._pending[li]
-        now = self.engine.env.now
-        while pend and pend[0] <= now:
-            pend.popleft()
-        return len(pend)
+        """Messages waiting to start serialising on link ``li`` now.
+
+        A path's reservations start in order (its links' free times only grow) and those
+        dropped are over, so the waiting ones are each path's tail that starts after now:
+        no event or queue of its own is needed."""
+        now = self._env._now
+        waiting = 0
+        for account in self._link_paths[li]:
+            for start, _end in reversed(account.spans):
+                if start <= now:
+                    break
+                waiting += 1
+        return waiting
 
     # -- accounting -----------------------------------------------------------------------
     def busy_within(self, t_end: int) -> list[int]:
