@@ -124,6 +124,16 @@ def format_size(n: int) -> str:
     return str(n)
 
 
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: a duration as a person reads it."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
 __all__ = [
     "BINARY_SUFFIXES",
     "DECIMAL_SUFFIXES",
@@ -131,6 +141,7 @@ __all__ = [
     "SUFFIXES",
     "UnitError",
     "describe",
+    "format_duration",
     "format_size",
     "parse_int",
     "parse_number",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from sim.engine.records import MAX_SAMPLES, Sampler
 from sim.engine.timeline import Timeline, TimelineOptions
 from sim.run.request_records import RequestRecords
 from sim.run.summary import summarize, timeseries
+from sim.units import format_duration
 from workloads.request import RequestTable
 
 MAX_LINK_SERIES = 64  # link queue series in timeseries.csv (larger fabrics: none)
@@ -59,37 +60,55 @@ class RunResult:
 
 # -- progress ---------------------------------------------------------------------------
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, total: float, unit: str) -> Iterator[Callable[[float], None]]:
-    """A rich progress bar on stderr; when stderr is not a terminal (a log, CI), a plain line
-    per tenth of the run at most every 5 s; a no-op when disabled."""
+def _progress_bar(enabled: bool, total: float, unit: str, *,
+                  clock: Callable[[], float] = time.perf_counter,
+                  stream: TextIO | None = None) -> Iterator[Callable[[float], None]]:
+    """A rich progress bar on stderr (``stream``), with the time elapsed and an estimate of
+    the time left; when it is not a terminal (a log, CI), a plain line saying the same per
+    tenth of the run at most every 5 s; a no-op when disabled. The estimate assumes the
+    rest of the run goes at its pace so far (simulated requests or seconds per wall
+    second)."""
     if not enabled:
         yield lambda _x: None
         return
-    if not sys.stderr.isatty():
-        state = {"t": time.perf_counter(), "frac": 0.0}
+    out = sys.stderr if stream is None else stream
+    if not out.isatty():
+        t0 = clock()
+        state = {"t": t0, "frac": 0.0}
 
         def line(x: float) -> None:
             frac = min(1.0, x / total) if total else 1.0
-            now = time.perf_counter()
+            now = clock()
             if frac - state["frac"] >= 0.1 and now - state["t"] >= 5.0:
                 state.update(t=now, frac=frac)
                 digits = 2 if unit == "s" else 0
-                print(f"simulating: {x:,.{digits}f}/{total:,.{digits}f} {unit} ({frac:.0%})",
-                      file=sys.stderr, flush=True)
+                elapsed = now - t0
+                left = elapsed * (1.0 - frac) / frac
+                print(f"simulating: {x:,.{digits}f}/{total:,.{digits}f} {unit} ({frac:.0%}), "
+                      f"{format_duration(elapsed)} elapsed, ~{format_duration(left)} left",
+                      file=out, flush=True)
 
         yield line
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     digits = 2 if unit == "s" else 0
     with Progress(TextColumn("[bold]simulating"), BarColumn(),
                   TextColumn(f"{{task.completed:,.{digits}f}}/{{task.total:,.{digits}f}} {unit}"),
-                  TimeElapsedColumn(), transient=True) as bar:
+                  TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                  console=Console(file=out), transient=True) as bar:
         task = bar.add_task("sim", total=total)
         last = [0.0]
 
         def update(x: float) -> None:
-            now = time.perf_counter()
+            now = clock()
             if now - last[0] > 0.1:
                 last[0] = now
                 bar.update(task, completed=min(x, total))

@@ -27,18 +27,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from sim.units import format_duration
+
 TTY_INTERVAL_S = 0.5
 LOG_INTERVAL_S = 5.0
-
-
-def format_duration(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``2h07m``: a duration as a person reads it."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
 class StudyProgress:
