@@ -318,48 +318,50 @@ class SharedNode(Node):
         env = self.env
         parts, take, whole = self._take()
         rounds = parts[0][0].rounds
-        requests = pairs = 0
         simple = whole == len(parts) == len(take)  # whole messages, one per layer
-        biggest = 0
-        for i, (msg, part) in enumerate(parts):
-            n = msg.pairs if i < whole else int(part.sum())
-            pairs += n
-            requests += min(msg.requests, n)
-            if simple and msg.max_count > biggest:
-                biggest = msg.max_count
-            assert msg.rounds == rounds, "a launch mixes layer- and step-granularity messages"
-        if not simple:
-            biggest = max(int(a.max()) for a in take.values())
-        assert biggest <= self.max_batch, (biggest, self.max_batch)
-        self.max_chunk_batch = max(self.max_chunk_batch, biggest)
-        ns, chunks = self.pricer.grouped(list(take.values()), requests, pairs, biggest)
-        cost = ns * rounds
-        # bookkeeping of what leaves the queue
+        # what leaves the queue: whole messages first, then (at most) a split one's part
+        # NOTE: for performance: one pass books each message and sums the launch's shape
+        requests = pairs = biggest = 0
         done: list[QueryMessage] = []
+        pending = self.pending
         bound, layer_msgs = self._layer_bound, self._layer_msgs
+        now = env.now
         for i, (msg, part) in enumerate(parts):
+            assert msg.rounds == rounds, "a launch mixes layer- and step-granularity messages"
             layer = msg.layer
             if i < whole:
-                done.append(self.pending.popleft())
+                n = msg.pairs
+                done.append(pending.popleft())
                 self.pending_queries -= msg.requests
+                if msg.max_count > biggest:
+                    biggest = msg.max_count
                 bound[layer] -= msg.max_count
                 layer_msgs[layer] -= 1
                 if not layer_msgs[layer]:  # nothing of this layer is left
                     del bound[layer], layer_msgs[layer]
             else:
+                n = int(part.sum())
                 msg.remaining = msg.remaining - part
                 new_max = int(msg.remaining.max())
                 bound[layer] += new_max - msg.max_count
                 msg.max_count = new_max
-                msg.pairs -= int(part.sum())
+                msg.pairs -= n
                 self.split_messages += 1
-        self.pending_pairs -= pairs
-        now = env.now
-        for msg, _ in parts:
+            pairs += n
+            requests += min(msg.requests, n)
             if msg.t_first_launch < 0:
                 msg.t_first_launch = now
-            msg.compute_ns += cost
             msg.launches += 1
+        if not simple:
+            biggest = max(int(a.max()) for a in take.values())
+        assert biggest <= self.max_batch, (biggest, self.max_batch)
+        if biggest > self.max_chunk_batch:
+            self.max_chunk_batch = biggest
+        ns, chunks = self.pricer.grouped(list(take.values()), requests, pairs, biggest)
+        cost = ns * rounds
+        for msg, _ in parts:
+            msg.compute_ns += cost
+        self.pending_pairs -= pairs
         self.launches += 1
         self.launch_pairs += pairs
         self.launch_chunks += chunks
@@ -375,11 +377,11 @@ class SharedNode(Node):
         if self.inbox:
             self._take_inbox()
         now = env.now
+        partial_bytes = self.pricer.partial_bytes
         for msg in done:
             msg.t_done = now
-            msg.t_back = self._reply(msg.src_host,
-                                     self.pricer.partial_bytes(msg.requests) * msg.rounds,
-                                     msg.rounds, msg.reply)
+            msg.t_back = self._reply(msg.src_host, partial_bytes(msg.requests) * rounds,
+                                     rounds, msg.reply)
 
     def _reply(self, dst_host: int, nbytes: int, rounds: int, reply: Event | RoundTrip) -> int:
         """Send partials back; returns when they arrive (ns)."""
