@@ -50,4 +50,5 @@ def test_a_terminal_gets_a_bar_with_the_time_left() -> None:
         for done in range(0, 101, 10):
             tick(done)
     shown = out.getvalue()
-    assert "simulating" in shown and "100/100 requests" in shown and " left " in shown
+    assert "simulating" in shown and "100/100 requests" in shown
+    assert " elapsed, " in shown and " left" in shown

@@ -36,7 +36,9 @@ def run_main(argv: list[str]) -> int:
     parser.add_argument("--out", default=None,
                         help="results folder (default results/<name>-<YYYYmmdd-HHMMSS>/)")
     add_set_argument(parser, "run.requests=200")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it shows the time elapsed and an estimate of the time left)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress (on stderr: requests done, time elapsed, an "
+                             "estimate of the time left)")
     add_timeline_arguments(parser)
     args = parser.parse_args(argv)
     try:

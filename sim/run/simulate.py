@@ -102,8 +102,8 @@ def _progress_bar(enabled: bool, total: float, unit: str, *,
     digits = 2 if unit == "s" else 0
     with Progress(TextColumn("[bold]simulating"), BarColumn(),
                   TextColumn(f"{{task.completed:,.{digits}f}}/{{task.total:,.{digits}f}} {unit}"),
-                  TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-                  console=Console(file=out), transient=True) as bar:
+                  TimeElapsedColumn(), TextColumn("elapsed,"), TimeRemainingColumn(),
+                  TextColumn("left"), console=Console(file=out), transient=True) as bar:
         task = bar.add_task("sim", total=total)
         last = [0.0]
 
