@@ -469,19 +469,20 @@ class Fabric:
     @property
     def busy_ns(self) -> list[int]:
         """Each link's reserved serialisation ns so far (reservations not yet over too)."""
-        out = [0] * len(self.link_names)
-        for links, account in self._paths.items():
-            for li in links:
-                out[li] += account.busy_ns
-        return out
+        return self._per_link(lambda account: account.busy_ns)
 
     @property
     def link_bytes(self) -> list[int]:
         """Bytes reserved on each link so far."""
+        return self._per_link(lambda account: account.nbytes)
+
+    def _per_link(self, of_path: Callable[[PathAccount], int]) -> list[int]:
+        """A path figure summed per link over the paths through it."""
         out = [0] * len(self.link_names)
         for links, account in self._paths.items():
+            value = of_path(account)
             for li in links:
-                out[li] += account.nbytes
+                out[li] += value
         return out
 
     def in_flight_bytes(self) -> int:
